@@ -1,0 +1,1 @@
+"""AGGC reproduction harness."""
