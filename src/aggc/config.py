@@ -1,0 +1,84 @@
+"""Check a composed run config before anything expensive happens.
+
+Every error names the public key (`clip.beta`, `train.learning_rate`, ...), so a typo in a
+sweep fails in a second, not after a model has been loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .clipping import ClipConfig, ClipConfigError
+
+PEFT_METHODS = ("none", "lora", "dora")
+MODEL_KINDS = ("tiny", "hub")
+DATA_KINDS = ("arith", "jsonl", "hub")
+
+
+class ConfigError(ValueError):
+    """A run config value is invalid; the message names the key."""
+
+
+def clip_config(cfg: DictConfig) -> ClipConfig:
+    """`cfg.clip` as a validated `ClipConfig` (the `name` key is the preset's label)."""
+    values = OmegaConf.to_container(cfg.clip, resolve=True)
+    values.pop("name", None)
+    return ClipConfig.from_dict(values)
+
+
+def validate(cfg: DictConfig) -> ClipConfig:
+    """Validate the whole run config; returns the clip config it implies."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as err:  # an interpolation or a ??? value
+        raise ConfigError(f"config does not resolve: {err}") from err
+    try:
+        clip = clip_config(cfg)
+    except ClipConfigError as err:
+        raise ConfigError(str(err)) from err
+
+    _choice("model.kind", cfg.model.kind, MODEL_KINDS)
+    _choice("data.kind", cfg.data.kind, DATA_KINDS)
+    method = cfg.strategy.peft.method
+    _choice("strategy.peft.method", method, PEFT_METHODS)
+    if method == "none" and clip.groups == "lora" and clip.mode in ("aggc", "adagc", "none"):
+        raise ConfigError(
+            f"clip.groups=lora with strategy={cfg.strategy.name}: a full fine-tune has no LoRA tensors; set clip.groups=trainable"
+        )
+    if method != "none":
+        _positive_int("strategy.peft.r", cfg.strategy.peft.r)
+        _positive("strategy.peft.alpha", cfg.strategy.peft.alpha)
+        if not 0 <= cfg.strategy.peft.dropout < 1:
+            raise ConfigError(f"strategy.peft.dropout={cfg.strategy.peft.dropout}: must lie in [0, 1)")
+
+    t = cfg.train
+    _positive("train.learning_rate", t.learning_rate)
+    _positive("train.full_ft_learning_rate", t.full_ft_learning_rate)
+    _positive_int("train.per_device_train_batch_size", t.per_device_train_batch_size)
+    _positive_int("train.gradient_accumulation_steps", t.gradient_accumulation_steps)
+    _positive_int("train.save_steps", t.save_steps)
+    if t.max_steps == 0 or t.max_steps < -1:
+        raise ConfigError(f"train.max_steps={t.max_steps}: -1 (use num_train_epochs) or a positive step count")
+    if not 0 <= t.warmup_ratio < 1:
+        raise ConfigError(f"train.warmup_ratio={t.warmup_ratio}: must lie in [0, 1)")
+    _positive_int("data.max_length", cfg.data.max_length)
+    if cfg.wandb.mode not in ("offline", "online", "disabled"):
+        raise ConfigError(f"wandb.mode={cfg.wandb.mode!r}: must be offline, online or disabled")
+    return clip
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r}: must be one of {', '.join(allowed)}")
+
+
+def _positive(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{key}={value!r}: must be a positive number")
+
+
+def _positive_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}={value!r}: must be a positive integer")
