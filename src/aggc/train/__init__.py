@@ -1,0 +1,1 @@
+"""The training stage: `python -m aggc.train model=... data=... strategy=... clip=... seed=...`."""

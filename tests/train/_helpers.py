@@ -1,0 +1,26 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from aggc.paths import CONF_DIR, ROOT
+
+SMOKE = ["model=tiny_llama", "data=arith", "experiment=smoke"]
+
+
+def train_cli(runs_root: Path, *overrides: str, wait: bool = True):
+    """The real entry point, as a user runs it."""
+    cmd = [sys.executable, "-m", "aggc.train", *SMOKE, f"runs_root={runs_root}", *overrides]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def config(*overrides: str):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[*SMOKE, *overrides])

@@ -1,0 +1,107 @@
+"""The training stage end to end on the embedded tiny default (tiny Llama + arith)."""
+
+import json
+import time
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aggc.train import rundir, sft
+
+from ._helpers import config, train_cli
+
+pytestmark = pytest.mark.slow
+MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def run_dir_of(root, strategy="aggc", clip="aggc", seed=0):
+    return root / "tiny_llama" / "arith" / f"{strategy}-{clip}" / f"seed{seed}"
+
+
+def test_cli_run_directory_has_everything(tmp_path):
+    """`python -m aggc.train model=tiny_llama data=arith strategy=aggc` writes the resolved
+    config, a manifest, per-step metrics for all seven groups, checkpoints with the
+    clipper state, the merged final model, wandb's offline run, and COMPLETED last."""
+    train_cli(tmp_path, "strategy=aggc", "wandb.mode=offline")
+    run = run_dir_of(tmp_path)
+    assert (run / "COMPLETED").exists()
+    assert "semantics: reference" in (run / "config.yaml").read_text()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["packages"]["torch"].startswith("2.13") and manifest["host"]
+    assert manifest["git_commit"] and manifest["peak_rss_mb"] > 0
+
+    records = rundir.read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(6))
+    for r in records:
+        assert set(r["norms"]) == MODULES and set(r["factors"]) == MODULES
+        assert r["loss"] > 0 and r["lr"] is not None
+        for g in MODULES:
+            assert r["post_norms"][g] == pytest.approx(r["norms"][g] * r["factors"][g], rel=1e-6)
+    assert any(f != 1.0 for r in records[1:] for f in r["factors"].values()), "AGGC's cap must act after step 0"
+
+    for step in (3, 6):
+        state = torch.load(run / "checkpoints" / f"checkpoint-{step}" / "clipper.pt", weights_only=False)
+        assert state["step"] == step and state["total_steps"] == 6 and state["ema"].shape == (7,)
+
+    merged = load_file(run / "final" / "model.safetensors")
+    assert merged and not any("lora" in k for k in merged), "adapters are merged into the final model"
+    assert list((run / "wandb").glob("offline-run-*"))
+
+    again = train_cli(tmp_path, "strategy=aggc")  # same command: already done
+    assert "COMPLETED" in again.stdout + again.stderr
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    """SIGKILL mid-run, start the same command again: it resumes from the last whole
+    checkpoint and ends with the same weights, clipper state and log as a run never killed."""
+    overrides = ("train.max_steps=12", "train.save_steps=3", "train.save_total_limit=10")
+    train_cli(tmp_path / "straight", *overrides)
+
+    proc = train_cli(tmp_path / "killed", *overrides, wait=False)
+    run = run_dir_of(tmp_path / "killed")
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "checkpoint-6" / "clipper.pt").exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "COMPLETED").exists(), "the kill must land before the run ends"
+
+    train_cli(tmp_path / "killed", *overrides)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["resumed_from"], "the second start must resume, not restart"
+
+    straight = run_dir_of(tmp_path / "straight")
+    a = load_file(straight / "final" / "model.safetensors")
+    b = load_file(run / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    sa = torch.load(straight / "checkpoints" / "checkpoint-12" / "clipper.pt", weights_only=False)
+    sb = torch.load(run / "checkpoints" / "checkpoint-12" / "clipper.pt", weights_only=False)
+    assert sa["step"] == sb["step"] == 12 and torch.equal(sa["ema"], sb["ema"])
+    ma, mb = rundir.read_metrics(straight / "metrics.jsonl"), rundir.read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in mb] == list(range(12))
+    assert [r["norms"] for r in ma] == [r["norms"] for r in mb]
+
+
+def group_norms_seen(tmp_path, batch: int, accumulation: int) -> list[dict]:
+    cfg = config("strategy=lora", "clip=none", "train.max_steps=3", f"train.per_device_train_batch_size={batch}",
+                 f"train.gradient_accumulation_steps={accumulation}", f"cache_dir={config().cache_dir}")
+    run = tmp_path / f"b{batch}a{accumulation}"
+    sft.run(cfg, run)
+    return [r["norms"] for r in rundir.read_metrics(run / "metrics.jsonl")]
+
+
+def test_batch8_equals_batch2_times_accumulation4(tmp_path):
+    """The clipper sees the fully accumulated gradient: 8 x 1 and 2 x 4 give the same
+    group norms (padded variable-length sequences, masked prompts)."""
+    one = group_norms_seen(tmp_path, 8, 1)
+    four = group_norms_seen(tmp_path, 2, 4)
+    assert len(one) == len(four) == 3
+    for a, b in zip(one, four):
+        for g in MODULES:
+            assert b[g] == pytest.approx(a[g], rel=1e-5), g
