@@ -1,0 +1,31 @@
+# The project's commands. `make test` sets itself up on a fresh clone (CPU, no network
+# beyond the package index) and runs the whole suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup test test-fast train clean
+
+setup: $(VENV)/.installed
+
+# torch first and pinned: 2.13.0 is the CPU wheel here; an unpinned torch would pull CUDA.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: setup
+	$(OFFLINE) $(PY) -m pytest -q
+
+# Everything but the end-to-end training runs and the multi-process tests.
+test-fast: setup
+	$(OFFLINE) $(PY) -m pytest -q -m "not slow and not distributed"
+
+# One training run of the embedded default; pass overrides as ARGS="clip.beta=0.9 seed=1".
+train: setup
+	$(OFFLINE) $(PY) -m aggc.train model=tiny_llama data=arith strategy=aggc $(ARGS)
+
+clean:
+	rm -rf runs outputs multirun
