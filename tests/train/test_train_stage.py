@@ -90,7 +90,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 
 def group_norms_seen(tmp_path, batch: int, accumulation: int) -> list[dict]:
     cfg = config("strategy=lora", "clip=none", "train.max_steps=3", f"train.per_device_train_batch_size={batch}",
-                 f"train.gradient_accumulation_steps={accumulation}", f"cache_dir={config().cache_dir}")
+                 f"train.gradient_accumulation_steps={accumulation}")
     run = tmp_path / f"b{batch}a{accumulation}"
     sft.run(cfg, run)
     return [r["norms"] for r in rundir.read_metrics(run / "metrics.jsonl")]
@@ -105,3 +105,24 @@ def test_batch8_equals_batch2_times_accumulation4(tmp_path):
     for a, b in zip(one, four):
         for g in MODULES:
             assert b[g] == pytest.approx(a[g], rel=1e-5), g
+
+
+@pytest.mark.parametrize(
+    "overrides, groups, adapter_only",
+    [
+        (("strategy=full_ft",), {"embed", "norm"} | MODULES, False),  # lm_head is tied to embed
+        (("strategy=dora", "clip=aggc"), MODULES, True),
+        (("strategy=lora", "clip=adagc"), MODULES, True),
+    ],
+)
+def test_strategies_train_and_log_their_groups(tmp_path, overrides, groups, adapter_only):
+    """Full FT clips every trainable tensor (global); DoRA's magnitude vectors join their
+    module's group; AdaGC logs per-group effective factors."""
+    cfg = config(*overrides, "train.max_steps=2", "train.save_steps=2")
+    sft.run(cfg, tmp_path)
+    records = rundir.read_metrics(tmp_path / "metrics.jsonl")
+    assert len(records) == 2 and set(records[0]["norms"]) == groups
+    state = torch.load(tmp_path / "checkpoints" / "checkpoint-2" / "clipper.pt", weights_only=False)
+    assert all(("lora_" in n) == adapter_only for n in state["param_names"])
+    if "strategy=dora" in overrides:
+        assert any("lora_magnitude_vector" in n for n in state["param_names"])
