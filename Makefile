@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test test-fast train clean
+.PHONY: setup test test-fast train bench clean
 
 setup: $(VENV)/.installed
 
@@ -29,3 +29,7 @@ train: setup
 
 clean:
 	rm -rf runs outputs multirun
+
+# Clipping cost, measured side by side (results/bench/cpu.{json,md}); BENCH_ARGS="--device cuda" on a GPU.
+bench: setup
+	$(PY) -m aggc.bench $(BENCH_ARGS)

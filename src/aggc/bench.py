@@ -1,0 +1,303 @@
+"""What clipping costs, measured side by side: `python -m aggc.bench [--quick] [--device cuda]`.
+
+Every figure is a ratio of timings taken in the same process, interleaved (mode A, B,
+C, A, B, C, ...), as the median of the repetitions after warm-up. Writes
+`results/bench/<name>.json` and `results/bench/<name>.md`.
+
+1. clip kernel on a LoRA-r128 gradient set shaped like Llama-2-7B's seven linear
+   modules (224 adapter pairs), every dimension divided by `--scale` to fit memory;
+2. device->host synchronisations per clip step;
+3. optimizer steps of a tiny Llama + LoRA with clip none / global / AGGC;
+4. the clipper's own memory per group, and peak RSS of training with and without AGGC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .clipping import ClipConfig, GradientClipper
+from .paths import RESULTS_DIR
+
+LLAMA2_7B = {"hidden": 4096, "intermediate": 11008, "layers": 32, "rank": 128}
+# (module, in_features, out_features) of Llama's seven linear module types
+MODULES = (
+    ("q_proj", "hidden", "hidden"), ("k_proj", "hidden", "hidden"), ("v_proj", "hidden", "hidden"), ("o_proj", "hidden", "hidden"),
+    ("gate_proj", "hidden", "intermediate"), ("up_proj", "hidden", "intermediate"), ("down_proj", "intermediate", "hidden"),
+)
+MODES = {
+    "aggc_reference": {"mode": "aggc", "semantics": "reference"},
+    "aggc_paper": {"mode": "aggc", "semantics": "paper", "max_up_scale": 0, "max_down_scale": 0, "raise_small": True},
+    "adagc": {"mode": "adagc"},
+}
+
+
+def lora_gradients(scale: int, device: str, layers: int | None = None) -> list[tuple[str, torch.nn.Parameter]]:
+    """LoRA A/B tensors (with random gradients) for every layer and module type of Llama-2-7B,
+    each dimension divided by `scale`: the tensor count and the shape ratios are kept."""
+    dims = {k: v // scale for k, v in LLAMA2_7B.items() if k != "layers"}
+    g = torch.Generator(device="cpu").manual_seed(0)
+    params = []
+    for layer in range(layers or LLAMA2_7B["layers"]):
+        for module, fan_in, fan_out in MODULES:
+            block = "mlp" if module in ("gate_proj", "up_proj", "down_proj") else "self_attn"
+            for part, shape in (("A", (dims["rank"], dims[fan_in])), ("B", (dims[fan_out], dims["rank"]))):
+                p = torch.nn.Parameter(torch.empty(shape, device=device))
+                p.grad = torch.randn(shape, generator=g).to(device)
+                params.append((f"model.layers.{layer}.{block}.{module}.lora_{part}.default.weight", p))
+    return params
+
+
+def naive_per_tensor_clip(params: list[tuple[str, torch.nn.Parameter]], ema: dict[str, float], beta: float = 0.95) -> None:
+    """The authors' pattern: one `.item()` per tensor, Python arithmetic per group, one
+    multiply per tensor. AGGC reference semantics (caps 0.9/1.1), for timing only."""
+    sums: dict[str, float] = {}
+    for name, p in params:
+        group = name.split(".")[-4]
+        sums[group] = sums.get(group, 0.0) + p.grad.norm().item() ** 2
+    factors = {}
+    for group, sq in sums.items():
+        n = (sq + 1e-16) ** 0.5
+        upper = 0.6 * ema.get(group, 0.0)
+        factors[group] = max(upper / (n + 1e-12), 0.9) if upper > 0 and n > upper + 1e-12 else 1.0
+        ema[group] = beta * ema.get(group, 0.0) + (1 - beta) * n * factors[group]
+    for name, p in params:
+        p.grad.mul_(factors[name.split(".")[-4]])
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: dict[str, callable], repeats: int, warmup: int, device: str) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved across functions."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_clip_kernel(scale: int, repeats: int, warmup: int, device: str, layers: int | None) -> dict:
+    params = lora_gradients(scale, device, layers)
+    grads = [p.grad for _, p in params]
+    clippers = {name: GradientClipper(params, ClipConfig.from_dict({**cfg, "groups": "lora"}), total_steps=10**6) for name, cfg in MODES.items()}
+    ema: dict[str, float] = {}
+    fns = {
+        "none": lambda: None,
+        "foreach_mul_floor": lambda: torch._foreach_mul_(grads, 1.0),
+        "global": lambda: torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0, foreach=True),
+        **{name: clipper.clip for name, clipper in clippers.items()},
+        "naive_per_tensor": lambda: naive_per_tensor_clip(params, ema),
+    }
+    t = interleaved(fns, repeats, warmup, device)
+    numel = sum(g.numel() for g in grads)
+    return {
+        "tensors": len(grads),
+        "elements": numel,
+        "scale": scale,
+        "seconds": t,
+        "ratios": {
+            "aggc_reference / global": t["aggc_reference"] / t["global"],
+            "aggc_paper / global": t["aggc_paper"] / t["global"],
+            "adagc / global": t["adagc"] / t["global"],
+            "naive_per_tensor / aggc_reference": t["naive_per_tensor"] / t["aggc_reference"],
+            "aggc_reference / foreach_mul_floor": t["aggc_reference"] / t["foreach_mul_floor"],
+        },
+    }
+
+
+def count_host_syncs(device: str) -> dict:
+    """Device->host transfers in `clip()` (must be 0) and in `step()` (1, for the log)."""
+    params = lora_gradients(64, device, layers=2)
+    clipper = GradientClipper(params, ClipConfig.from_dict({"mode": "aggc"}), total_steps=100)
+    counts = {}
+    for label, fn in (("clip", clipper.clip), ("step", clipper.step)):
+        if device.startswith("cuda"):
+            counts[label] = _cuda_syncs(fn)
+        else:
+            counts[label] = _instrumented_syncs(fn)
+    return counts
+
+
+def _instrumented_syncs(fn) -> int:
+    calls = []
+    originals = {m: getattr(torch.Tensor, m) for m in ("item", "tolist", "__float__", "__bool__", "cpu", "numpy")}
+
+    def spy(method):
+        def wrapper(self, *a, **k):
+            calls.append(method)
+            return originals[method](self, *a, **k)
+        return wrapper
+
+    try:
+        for m in originals:
+            setattr(torch.Tensor, m, spy(m))
+        fn()
+    finally:
+        for m, original in originals.items():
+            setattr(torch.Tensor, m, original)
+    return len(calls)
+
+
+def _cuda_syncs(fn) -> int:
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def tiny_lora_model(device: str, seed: int = 0):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=352, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    model = LlamaForCausalLM(config)
+    targets = [m for m, _, _ in MODULES]
+    return get_peft_model(model, LoraConfig(r=16, lora_alpha=16, target_modules=targets, task_type="CAUSAL_LM")).to(device)
+
+
+def bench_train_step(repeats: int, warmup: int, device: str, batch: int = 16, length: int = 96) -> dict:
+    """Optimizer steps/s of the tiny Llama + LoRA (forward, backward, clip, AdamW)."""
+    ids = torch.randint(0, 512, (batch, length), generator=torch.Generator().manual_seed(0)).to(device)
+    setups = {}
+    for mode in ("none", "global", "aggc"):
+        model = tiny_lora_model(device)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        clipper = GradientClipper(model.named_parameters(), ClipConfig.from_dict({"mode": mode, "groups": "lora"}), total_steps=10**6)
+        setups[mode] = (model, optimizer, clipper)
+
+    def step(mode):
+        model, optimizer, clipper = setups[mode]
+        model(input_ids=ids, labels=ids).loss.backward()
+        if mode != "none":
+            clipper.clip()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    t = interleaved({m: (lambda m=m: step(m)) for m in setups}, repeats, warmup, device)
+    return {"seconds_per_step": t, "ratios": {"aggc / none": t["aggc"] / t["none"], "global / none": t["global"] / t["none"]}}
+
+
+def clipper_memory(device: str) -> dict:
+    """Bytes the clipper keeps: its state per group, independent of the tensor count."""
+    out = {}
+    for layers in (1, 8):
+        params = lora_gradients(64, device, layers=layers)
+        clipper = GradientClipper(params, ClipConfig.from_dict({"mode": "aggc"}))
+        state = clipper.rule.state_dict()
+        nbytes = sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+        out[f"{layers}_layers"] = {"tensors": len(params), "groups": len(clipper.group_names), "state_bytes": nbytes}
+    return out
+
+
+def peak_rss_mb(mode: str, steps: int) -> float:
+    """Peak RSS of a fresh process that runs `steps` tiny training steps with `mode`."""
+    code = (
+        "import resource, torch; from aggc.bench import tiny_lora_model; from aggc.clipping import ClipConfig, GradientClipper;"
+        "m = tiny_lora_model('cpu'); o = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3);"
+        f"c = GradientClipper(m.named_parameters(), ClipConfig.from_dict({{'mode': '{mode}', 'groups': 'lora'}}));"
+        "ids = torch.randint(0, 512, (16, 96));"
+        f"exec('for _ in range({steps}):\\n m(input_ids=ids, labels=ids).loss.backward(); c.clip(); o.step(); o.zero_grad()');"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def markdown(result: dict) -> str:
+    k = result["clip_kernel"]
+    lines = [
+        f"# Clipping cost — {result['device_name']}",
+        "",
+        f"`{result['command']}`; medians of {result['repeats']} interleaved repetitions after {result['warmup']} warm-up.",
+        "",
+        f"## Clip kernel: {k['tensors']} LoRA tensors, {k['elements']:,} elements (Llama-2-7B r128 shapes / {k['scale']})",
+        "",
+        "| mode | ms |",
+        "|---|---:|",
+        *(f"| {m} | {s * 1e3:.3f} |" for m, s in k["seconds"].items()),
+        "",
+        "| ratio | value |",
+        "|---|---:|",
+        *(f"| {r} | {v:.2f} |" for r, v in k["ratios"].items()),
+        "",
+        f"## Host synchronisations per step: clip() {result['host_syncs']['clip']}, step() {result['host_syncs']['step']}",
+        "",
+        "## Training step (tiny Llama + LoRA r16)",
+        "",
+        "| mode | ms/step |",
+        "|---|---:|",
+        *(f"| {m} | {s * 1e3:.1f} |" for m, s in result["train_step"]["seconds_per_step"].items()),
+        "",
+        *(f"- {r}: {v:.3f}" for r, v in result["train_step"]["ratios"].items()),
+        "",
+        "## Memory",
+        "",
+        *(f"- clipper state, {v['tensors']} tensors in {v['groups']} groups: {v['state_bytes']} bytes" for v in result["clipper_memory"].values()),
+    ]
+    if "peak_rss_mb" in result:
+        lines += [f"- peak RSS of tiny training, {m}: {v:.0f} MB" for m, v in result["peak_rss_mb"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few seconds: small shapes, 1 repetition (CI)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--name", default=None, help="output name (default: the device)")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR / "bench")
+    args = parser.parse_args(argv)
+
+    repeats, warmup = (1, 1) if args.quick else (7, 2)
+    scale, layers = (16, 2) if args.quick else (4, None)
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (platform.processor() or platform.machine())
+    result = {
+        "command": " ".join(["python -m aggc.bench", *(argv if argv is not None else sys.argv[1:])]),
+        "device": args.device,
+        "device_name": device_name,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "warmup": warmup,
+        "clip_kernel": bench_clip_kernel(scale, repeats, warmup, args.device, layers),
+        "host_syncs": count_host_syncs(args.device),
+        "train_step": bench_train_step(repeats * 3, warmup, args.device, batch=4 if args.quick else 16),
+        "clipper_memory": clipper_memory(args.device),
+    }
+    if not args.quick and args.device == "cpu":
+        result["peak_rss_mb"] = {m: peak_rss_mb(m, 20) for m in ("none", "aggc")}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    name = args.name or ("quick" if args.quick else args.device.split(":")[0])
+    (args.out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out_dir / f"{name}.md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
