@@ -21,6 +21,8 @@ def train_cli(runs_root: Path, *overrides: str, wait: bool = True):
     return proc
 
 
-def config(*overrides: str):
+def config(*overrides: str, smoke: bool = True):
+    """The composed run config: the smoke experiment's few steps, or the shipped defaults."""
+    base = SMOKE if smoke else ["model=tiny_llama", "data=arith"]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[*SMOKE, *overrides])
+        return compose("config", overrides=[*base, *overrides])

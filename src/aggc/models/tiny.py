@@ -1,0 +1,176 @@
+"""A tiny Llama built and pretrained locally, so the pipeline runs without a hub.
+
+The base is pretrained on arith "pretrain" problems written as plain
+"Question: ... Answer: ..." text plus drill sheets of their equations: it
+learns (some of) the arithmetic but never sees the Alpaca prompt, so SFT has
+something real to teach and the final accuracy depends on how it went.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tqdm.auto import tqdm
+from transformers import (
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    get_cosine_schedule_with_warmup,
+)
+
+from aggc.data import arith
+from aggc.data.formats import format_prompt
+
+BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
+# Bump when the pretraining text or procedure changes, to invalidate old caches.
+_CACHE_VERSION = 1
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE; digits are split one per token so that numbers are
+    spelled digit by digit and arithmetic is learnable. Adds BOS like Llama."""
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS, UNK],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK
+    )
+
+
+def build_tiny_llama(arch: dict, tokenizer) -> LlamaForCausalLM:
+    """Standard Llama modules (q/k/v/o_proj, gate/up/down_proj) so LoRA targets
+    the same names as on the real models."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=arch["hidden_size"],
+        intermediate_size=arch["intermediate_size"],
+        num_hidden_layers=arch["num_hidden_layers"],
+        num_attention_heads=arch["num_attention_heads"],
+        num_key_value_heads=arch["num_key_value_heads"],
+        max_position_embeddings=arch["max_position_embeddings"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config)
+
+
+def pretrain_text(record: dict) -> str:
+    return f"Question: {record['question']}\nAnswer: {record['output']}"
+
+
+def pretrain_texts(records: list[dict], drill_size: int, drill_docs: int) -> list[str]:
+    """Word problems plus drill sheets of their bare equations: drills pack
+    more arithmetic per token, which the base needs to solve problems exactly."""
+    steps = [r["output"].rsplit("\n", 1)[0] for r in records]
+    drills = ["\n".join(steps[(i * drill_size + j) % len(steps)] for j in range(drill_size)) for i in range(drill_docs)]
+    return [pretrain_text(r) for r in records] + drills
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless seeded shuffled epochs of index batches."""
+    while True:
+        order = torch.randperm(n, generator=generator).tolist()
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield order[i : i + batch_size]
+
+
+def _pretrain(model: LlamaForCausalLM, tokenizer, texts: list[str], cfg: dict) -> None:
+    """Causal-LM training on whole examples (padded batches, loss off padding)."""
+    encoded = [(tokenizer(t)["input_ids"] + [tokenizer.eos_token_id])[: cfg["max_length"]] for t in texts]
+    generator = torch.Generator().manual_seed(cfg["seed"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg["warmup_steps"], cfg["steps"])
+    model.train()
+    batches = _batches(len(encoded), cfg["batch_size"], generator)
+    progress = tqdm(range(cfg["steps"]), desc="pretrain tiny llama", mininterval=5)
+    for step in progress:
+        batch = [encoded[i] for i in next(batches)]
+        width = max(map(len, batch))
+        input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in batch])
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch])
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=input_ids.masked_fill(mask == 0, -100)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % 50 == 0:
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+
+
+def base_spec(spec: dict) -> dict:
+    """The part of a `model` spec that determines the base; other keys (LoRA
+    rank, targets, names) must not trigger a new pretraining."""
+    return {key: spec[key] for key in ("arch", "tokenizer", "pretrain")}
+
+
+def spec_hash(spec: dict) -> str:
+    payload = json.dumps({"base": base_spec(spec), "version": _CACHE_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def pretrained_tiny_base(spec: dict, cache_dir: Path) -> Path:
+    """Directory with the pretrained tiny model and tokenizer for `spec` (the
+    `model` config group), built once and cached under cache_dir/<hash>.
+
+    Built in a temporary sibling directory and renamed into place, so an
+    interrupted run never leaves a cache entry that looks complete.
+    """
+    cache_dir = Path(cache_dir)
+    target = cache_dir / f"tiny-llama-{spec_hash(spec)}"
+    if target.is_dir():
+        return target
+    cfg = spec["pretrain"]
+    torch.manual_seed(cfg["seed"])
+    records = arith.generate(cfg["num_examples"], cfg["seed"], "pretrain")
+    texts = pretrain_texts(records, cfg["drill_size"], cfg["drill_docs"])
+    # The tokenizer also sees the Alpaca prompt so that it is a few tokens, not dozens.
+    prompt_texts = [format_prompt(r["question"]) + " " + r["output"] for r in records[:1000]]
+    tokenizer = train_tokenizer(texts + prompt_texts, spec["tokenizer"]["vocab_size"])
+    model = build_tiny_llama(spec["arch"], tokenizer)
+    _pretrain(model, tokenizer, texts, cfg)
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "aggc_spec.json").write_text(json.dumps(base_spec(spec), indent=2, sort_keys=True))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not target.is_dir():  # else a concurrent builder won the race: use its entry
+            raise
+    return target
+
+
+def load_tiny(spec: dict, cache_dir: Path) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    path = pretrained_tiny_base(spec, cache_dir)
+    return LlamaForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)

@@ -1,0 +1,53 @@
+"""Properties of the synthetic arithmetic problems."""
+
+import re
+
+import pytest
+
+from aggc.data import arith
+
+
+def test_same_seed_and_split_give_identical_problems():
+    assert arith.generate(50, seed=3, split="train") == arith.generate(50, seed=3, split="train")
+
+
+def test_different_seeds_give_different_problems():
+    assert arith.generate(50, seed=0, split="train") != arith.generate(50, seed=1, split="train")
+
+
+def test_splits_share_no_question_across_seeds():
+    questions = {
+        split: {r["question"] for seed in (0, 1) for r in arith.generate(500, seed, split)} for split in arith.SPLITS
+    }
+    assert not questions["train"] & questions["test"]
+    assert not questions["pretrain"] & questions["test"]
+    assert not questions["pretrain"] & questions["train"]
+
+
+def test_questions_are_distinct_within_a_split():
+    records = arith.generate(500, seed=0, split="test")
+    assert len({r["question"] for r in records}) == 500
+
+
+@pytest.mark.parametrize("split", arith.SPLITS)
+def test_output_ends_with_the_answer_line_and_every_step_is_correct(split):
+    for record in arith.generate(200, seed=0, split=split):
+        *steps, last = record["output"].split("\n")
+        assert last == f"The answer is: {record['answer']}"
+        for step in steps:
+            left, right = step.split(" = ")
+            assert eval(left) == int(right), step  # steps are "a op b = c" with op in + - *
+        assert int(re.findall(r"-?\d+", steps[-1])[-1]) == int(record["answer"])
+
+
+def test_all_four_templates_occur():
+    outputs = [r["output"] for r in arith.generate(200, seed=0, split="train")]
+    assert any(" * " in o for o in outputs)
+    assert any(" + " in o and " - " not in o for o in outputs)
+    assert any(" - " in o and " + " not in o for o in outputs)
+    assert any(" + " in o and " - " in o for o in outputs)
+
+
+def test_unknown_split_is_rejected():
+    with pytest.raises(ValueError, match="split"):
+        arith.generate(1, seed=0, split="validation")

@@ -1,0 +1,123 @@
+"""Each source format converts to {instruction, output[, answer]} as the SFT code expects."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aggc.data import ALPACA_PROMPT, extract_answer, format_prompt, load_sft_records
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+def _jsonl(name: str, fmt: str, limit=None) -> list[dict]:
+    return load_sft_records({"kind": "jsonl", "path": str(FIXTURES / name), "format": fmt, "limit": limit}, "train")
+
+
+def test_prompt_is_the_authors_template_verbatim():
+    assert ALPACA_PROMPT == (
+        "Below is an instruction that describes a task. Write a response that appropriately completes "
+        "the request.\n\n### Instruction:\n{instruction}\n\n### Response:"
+    )
+    assert format_prompt("Add 2 and 3.").endswith("### Instruction:\nAdd 2 and 3.\n\n### Response:")
+
+
+def test_gsm8k_solution_loses_calculator_notes_and_ends_with_the_answer_line():
+    first = _jsonl("gsm8k_train_sample.jsonl", "gsm8k")[0]
+    assert first == {
+        "instruction": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+        "in May. How many clips did Natalia sell altogether in April and May?",
+        "output": "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April "
+        "and May.\nThe answer is: 72",
+        "answer": "72",
+    }
+
+
+def test_gsm8k_answer_drops_thousands_separators():
+    record = _jsonl("gsm8k_train_sample.jsonl", "gsm8k")[2]
+    assert record["answer"] == "1080"
+    assert record["output"].endswith("\nThe answer is: 1080")
+    assert "<<" not in record["output"]
+
+
+def test_gsm8k_test_records_convert_like_train_records():
+    records = _jsonl("gsm8k_test_sample.jsonl", "gsm8k")
+    assert [r["answer"] for r in records] == ["18", "3"]
+    assert all(extract_answer(r["output"]) == r["answer"] for r in records)
+
+
+def test_metamathqa_takes_query_and_response_and_reads_the_answer():
+    record = _jsonl("metamathqa_sample.jsonl", "metamathqa")[1]
+    assert record["instruction"].startswith("Weng earns $12")
+    assert record["output"].endswith("The answer is: 10")
+    assert record["answer"] == "10"
+
+
+def test_pissa_keeps_answer_only_when_the_output_has_one():
+    math, general = _jsonl("pissa_sample.jsonl", "pissa")
+    assert math["answer"] == "72"
+    assert general == {
+        "instruction": "Summarize in one sentence: Weng earns $12 an hour for babysitting. Yesterday, she just "
+        "did 50 minutes of babysitting. How much did she earn?",
+        "output": "Weng babysat for 50 minutes at $12 an hour.",
+    }
+
+
+def test_codefeedback_takes_query_and_answer():
+    (record,) = _jsonl("codefeedback_sample.jsonl", "codefeedback")
+    assert set(record) == {"instruction", "output"}
+    assert record["instruction"].startswith("Write a Python function")
+    assert "def total_clips(april):" in record["output"]
+
+
+def test_wizardlm_takes_the_first_human_gpt_pair():
+    (record,) = _jsonl("wizardlm_sample.jsonl", "wizardlm")
+    assert record["instruction"].startswith("Weng earns $12")
+    assert record["output"].startswith("She earns $12 / 60")
+
+
+def test_limit_keeps_the_first_records():
+    assert [r["answer"] for r in _jsonl("gsm8k_train_sample.jsonl", "gsm8k", limit=2)] == ["72", "10"]
+
+
+def test_json_list_files_load_like_jsonl(tmp_path):
+    rows = [json.loads(line) for line in (FIXTURES / "gsm8k_test_sample.jsonl").read_text().splitlines()]
+    path = tmp_path / "gsm8k.json"
+    path.write_text(json.dumps(rows))
+    spec = {"kind": "jsonl", "path": str(path), "format": "gsm8k", "limit": None}
+    assert load_sft_records(spec, "test") == _jsonl("gsm8k_test_sample.jsonl", "gsm8k")
+
+
+def test_arith_spec_sizes_follow_the_split():
+    spec = {"kind": "arith", "train_size": 7, "eval_size": 3, "seed": 0}
+    train, test = load_sft_records(spec, "train"), load_sft_records(spec, "test")
+    assert (len(train), len(test)) == (7, 3)
+    assert all(extract_answer(r["output"]) == r["answer"] for r in train + test)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so 3 + 4 = 7.\nThe answer is: 7", "7"),
+        ("The answer is: 1 The answer is: -12.", "-12"),
+        ("The answer is: 1,080", "1080"),
+        ("The answer is: 2.5", "2.5"),
+        ("no marker 7", None),
+        ("The answer is: seven", None),
+    ],
+)
+def test_extract_answer_reads_the_number_after_the_last_marker(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_unknown_kind_and_format_name_the_config_key():
+    with pytest.raises(ValueError, match="data.kind"):
+        load_sft_records({"kind": "csv"}, "train")
+    with pytest.raises(ValueError, match="data.format"):
+        _jsonl("gsm8k_train_sample.jsonl", "alpaca")
+
+
+def test_missing_file_error_names_the_path(tmp_path):
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        load_sft_records({"kind": "jsonl", "path": str(missing), "format": "gsm8k"}, "train")
