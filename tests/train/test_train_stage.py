@@ -1,13 +1,15 @@
 """The training stage end to end on the embedded tiny default (tiny Llama + arith)."""
 
 import json
-import time
 import signal
+import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from aggc.config import clip_config
+from aggc.replay import read_norms, replay
 from aggc.train import rundir, sft
 
 from ._helpers import config, train_cli
@@ -40,6 +42,11 @@ def test_cli_run_directory_has_everything(tmp_path):
         for g in MODULES:
             assert r["post_norms"][g] == pytest.approx(r["norms"][g] * r["factors"][g], rel=1e-6)
     assert any(f != 1.0 for r in records[1:] for f in r["factors"].values()), "AGGC's cap must act after step 0"
+    # the log is replayable: the same settings on the logged norms give the applied factors
+    replayed = replay(read_norms(run / "metrics.jsonl"), clip_config(config("strategy=aggc")), total_steps=6)
+    for r, again in zip(records, replayed):
+        for g in MODULES:
+            assert again["groups"][g]["scale"] == pytest.approx(r["factors"][g], rel=1e-9)
 
     for step in (3, 6):
         state = torch.load(run / "checkpoints" / f"checkpoint-{step}" / "clipper.pt", weights_only=False)

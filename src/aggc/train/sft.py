@@ -65,7 +65,7 @@ def training_arguments(cfg: DictConfig, output_dir: Path) -> TrainingArguments:
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
         dataloader_num_workers=t.dataloader_num_workers,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.activation_checkpointing,
         # The clipper does all clipping (its `global` mode is clip_grad_norm_'s math);
         # the Trainer's own clipping stays off so nothing is clipped twice.
         max_grad_norm=0.0,
