@@ -9,11 +9,12 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 setup: $(VENV)/.installed
 
 # torch first and pinned: 2.13.0 is the CPU wheel here; an unpinned torch would pull CUDA.
-$(VENV)/.installed: pyproject.toml
+# Every other package at the version in constraints.txt (the versions the tests passed with).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 test: setup

@@ -229,6 +229,16 @@ def peak_rss_mb(mode: str, steps: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def markdown(result: dict) -> str:
     k = result["clip_kernel"]
     lines = [
@@ -275,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     repeats, warmup = (1, 1) if args.quick else (7, 2)
     scale, layers = (16, 2) if args.quick else (4, None)
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (platform.processor() or platform.machine())
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name()
     result = {
         "command": " ".join(["python -m aggc.bench", *(argv if argv is not None else sys.argv[1:])]),
         "device": args.device,
