@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test test-fast train bench clean
+.PHONY: setup test test-fast train tables bench clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ test-fast: setup
 # One training run of the embedded default; pass overrides as ARGS="clip.beta=0.9 seed=1".
 train: setup
 	$(OFFLINE) $(PY) -m aggc.train model=tiny_llama data=arith strategy=aggc $(ARGS)
+
+# Render a paper table from the run directories under runs/ (results/<table>.{md,tex,csv}).
+TABLE ?= table1
+tables: setup
+	$(PY) -m aggc.tables table=$(TABLE)
 
 clean:
 	rm -rf runs outputs multirun

@@ -1,0 +1,149 @@
+"""The tabulate stage: run directories in, the paper's tables out (Markdown, LaTeX, CSV).
+
+Reads only files the earlier stages wrote: each run's `config.yaml` (model, strategy,
+clip, seed) and its `eval/<benchmark>.json` (`score`). Scores of one cell are
+aggregated over seeds as mean ± 95% CI (Student t, n shown); the paper's value and the
+difference stand beside each. A cell without results renders as "—", never as 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from scipy import stats
+
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class Summary:
+    mean: float
+    ci95: float | None  # half-width; None with one seed
+    n: int
+
+    def text(self) -> str:
+        if self.ci95 is None:
+            return f"{self.mean:.2f} (n=1)"
+        return f"{self.mean:.2f} ± {self.ci95:.2f} (n={self.n})"
+
+
+def summarize(values: list[float]) -> Summary:
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return Summary(mean, None, n)
+    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return Summary(mean, half, n)
+
+
+def collect(runs_root: Path) -> list[dict]:
+    """One record per (run, benchmark): model, strategy, clip, seed, benchmark, score."""
+    records = []
+    for config_path in sorted(Path(runs_root).rglob("config.yaml")):
+        run = config_path.parent
+        if not (run / "eval").is_dir():
+            continue
+        cfg = yaml.safe_load(config_path.read_text())
+        for result in sorted((run / "eval").glob("*.json")):
+            score = json.loads(result.read_text())
+            records.append({
+                "model": cfg["model"]["name"], "strategy": cfg["strategy"]["name"], "clip": cfg["clip"]["name"],
+                "seed": cfg["seed"], "benchmark": result.stem, "score": float(score["score"]), "run": str(run),
+            })
+    return records
+
+
+def read_paper(path: Path) -> dict[tuple[str, str], dict[str, float]]:
+    with open(path) as f:
+        return {(r["model"], r["strategy"]): {k: float(v) for k, v in r.items() if k not in ("model", "strategy") and v} for r in csv.DictReader(f)}
+
+
+def build(spec: dict, records: list[dict], paper: dict) -> list[dict]:
+    """The table as rows of cells: {model, label, cells: {benchmark: (Summary|None, paper|None)}}."""
+    rows = []
+    for model in spec["models"]:
+        for row in spec["rows"]:
+            cells = {}
+            for col in spec["columns"]:
+                bench = col["benchmark"]
+                values = [r["score"] for r in records if r["model"] == model and r["strategy"] == row["strategy"]
+                          and r["clip"] == row["clip"] and r["benchmark"] == bench]
+                ours = summarize(values) if values else None
+                theirs = paper.get((model, row["paper"]), {}).get(bench) if row.get("paper") else None
+                cells[bench] = (ours, theirs)
+            rows.append({"model": model, "label": row["label"], "cells": cells})
+    return rows
+
+
+def _diff(ours: Summary | None, theirs: float | None) -> str:
+    return f"{ours.mean - theirs:+.2f}" if ours is not None and theirs is not None else MISSING
+
+
+def markdown(spec: dict, rows: list[dict]) -> str:
+    cols = spec["columns"]
+    header = ["Model", "Strategy"] + [f"{c['label']} ({part})" for c in cols for part in ("ours", "paper", "Δ")]
+    lines = [f"# {spec['title']}", "", "| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (3 * len(cols))]
+    previous = None
+    for row in rows:
+        model = row["model"] if row["model"] != previous else ""
+        previous = row["model"]
+        cells = []
+        for c in cols:
+            ours, theirs = row["cells"][c["benchmark"]]
+            cells += [ours.text() if ours else MISSING, f"{theirs:g}" if theirs is not None else MISSING, _diff(ours, theirs)]
+        lines.append("| " + " | ".join([model, row["label"], *cells]) + " |")
+    lines += ["", f"{MISSING}: no result yet (not run, or not evaluated), or no such row in the paper. "
+              "95% CI: Student t over seeds; n = seeds."]
+    return "\n".join(lines) + "\n"
+
+
+def latex(spec: dict, rows: list[dict]) -> str:
+    cols = spec["columns"]
+    def esc(s: str) -> str:
+        return s.replace("_", r"\_").replace("%", r"\%")
+    out = [r"\begin{tabular}{ll" + "r" * (2 * len(cols)) + "}", r"\toprule",
+           "Model & Strategy & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{esc(c['label'])}}}" for c in cols) + r" \\",
+           " & & " + " & ".join("ours & paper" for _ in cols) + r" \\", r"\midrule"]
+    previous = None
+    for row in rows:
+        model = esc(row["model"]) if row["model"] != previous else ""
+        if previous is not None and row["model"] != previous:
+            out.append(r"\midrule")
+        previous = row["model"]
+        cells = []
+        for c in cols:
+            ours, theirs = row["cells"][c["benchmark"]]
+            cells.append(rf"${ours.mean:.2f} \pm {ours.ci95:.2f}$" if ours and ours.ci95 is not None else (f"{ours.mean:.2f}" if ours else MISSING))
+            cells.append(f"{theirs:g}" if theirs is not None else MISSING)
+        out.append(" & ".join([model, esc(row["label"]), *cells]) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(out) + "\n"
+
+
+def csv_rows(spec: dict, rows: list[dict]) -> list[list]:
+    table = [["model", "strategy", "benchmark", "mean", "ci95", "n", "paper", "diff"]]
+    for row in rows:
+        for c in spec["columns"]:
+            ours, theirs = row["cells"][c["benchmark"]]
+            table.append([row["model"], row["label"], c["benchmark"],
+                          f"{ours.mean:.4f}" if ours else "", f"{ours.ci95:.4f}" if ours and ours.ci95 is not None else "",
+                          ours.n if ours else 0, theirs if theirs is not None else "",
+                          f"{ours.mean - theirs:.4f}" if ours and theirs is not None else ""])
+    return table
+
+
+def write(spec: dict, runs_root: Path, paper_dir: Path, out_dir: Path) -> dict[str, Path]:
+    rows = build(spec, collect(runs_root), read_paper(paper_dir / spec["paper_values"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_dir / f"{spec['name']}.{ext}" for ext in ("md", "tex", "csv")}
+    paths["md"].write_text(markdown(spec, rows))
+    paths["tex"].write_text(latex(spec, rows))
+    with open(paths["csv"], "w", newline="") as f:
+        csv.writer(f).writerows(csv_rows(spec, rows))
+    return paths

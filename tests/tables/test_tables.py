@@ -1,0 +1,55 @@
+"""Rendering a table from a directory of result files, checked against hand-computed Markdown."""
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from aggc.paths import ROOT
+from aggc.tables import summarize
+
+def fake_run(root, strategy, clip, seed, scores):
+    run = root / f"{strategy}-{clip}" / f"seed{seed}"
+    (run / "eval").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "mistral_7b"}, "strategy": {"name": strategy}, "clip": {"name": clip}, "seed": seed}))
+    for bench, score in scores.items():
+        (run / "eval" / f"{bench}.json").write_text(json.dumps({"benchmark": bench, "score": score}))
+
+
+def test_ci95_is_student_t():
+    s = summarize([70.0, 72.0, 74.0])
+    # mean 72, sd 2, t(0.975, 2) = 4.302653 -> half-width 4.302653 * 2 / sqrt(3) = 4.968
+    assert s.mean == 72.0 and s.n == 3 and abs(s.ci95 - 4.968) < 1e-3
+    assert summarize([5.0]).ci95 is None
+
+
+def test_render_from_result_files_matches_hand_checked_markdown(tmp_path):
+    for seed, (g, m) in enumerate([(70.0, 20.0), (72.0, 21.0), (74.0, 22.0)]):
+        fake_run(tmp_path, "aggc", "aggc", seed, {"gsm8k": g, "math": m})
+    fake_run(tmp_path, "lora", "none", 0, {"gsm8k": 69.0})  # one seed, no MATH yet
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggc.tables", f"runs_root={tmp_path}", f"out_dir={tmp_path / 'out'}",
+         f"paper_dir={ROOT / 'results' / 'paper'}", "table=table1",
+         "table.models=[mistral_7b]", "table.columns=[{benchmark: gsm8k, label: GSM8K}, {benchmark: math, label: MATH}]",
+         "table.name=mini", "table.title=Mini"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    expected = """# Mini
+
+| Model | Strategy | GSM8K (ours) | GSM8K (paper) | GSM8K (Δ) | MATH (ours) | MATH (paper) | MATH (Δ) |
+|---|---|---:|---:|---:|---:|---:|---:|
+| mistral_7b | Full FT | — | 69.91 | — | — | 18.64 | — |
+|  | LoRA | — | 69.5 | — | — | 20.08 | — |
+|  | AGGC | 72.00 ± 4.97 (n=3) | 72.93 | -0.93 | 21.00 ± 2.48 (n=3) | 21.42 | -0.42 |
+|  | LoRA (no clip) | 69.00 (n=1) | — | — | — | — | — |
+
+—: no result yet (not run, or not evaluated), or no such row in the paper. 95% CI: Student t over seeds; n = seeds.
+"""
+    assert (tmp_path / "out" / "mini.md").read_text() == expected
+    csv_text = (tmp_path / "out" / "mini.csv").read_text().splitlines()
+    assert csv_text[0] == "model,strategy,benchmark,mean,ci95,n,paper,diff"
+    assert "mistral_7b,AGGC,gsm8k,72.0000,4.9683,3,72.93,-0.9300" in csv_text
+    tex = (tmp_path / "out" / "mini.tex").read_text()
+    assert r"\toprule" in tex and r"$72.00 \pm 4.97$" in tex and "—" in tex
