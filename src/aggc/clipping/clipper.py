@@ -135,9 +135,8 @@ class GradientClipper:
             lower = upper = ema = nan
         else:
             group_factor, lower, upper, ema = factor, out["lower"], out["upper"], out["ema"]
-        missing = ~group_has
         stats = torch.stack([group_norms, post_norms, group_factor, lower, upper, ema])
-        stats[:, missing] = math.nan
+        stats = torch.where(group_has, stats, math.nan)  # a masked assignment would sync on GPU
         return torch.cat([stats, finite.to(STATE_DTYPE).unsqueeze(0)])
 
     def _tensor_norms(self, local_grads: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
