@@ -107,13 +107,16 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = run_dir / "checkpoints"
     resume = rundir.last_checkpoint(checkpoints)
-    rundir.write_config(run_dir, cfg)
-    if resume is None or not (run_dir / "manifest.json").exists():
-        rundir.write_manifest(run_dir, cfg.seed, clip_mode=clip.mode, resumed_from=[])
-    if resume is not None:
-        log.info("resuming from %s", resume)
-        resumed = rundir.read_json(run_dir / "manifest.json")["resumed_from"]
-        rundir.update_manifest(run_dir, resumed_from=resumed + [resume.name])
+    # Under torchrun every rank runs this function; only rank 0 writes the run's files.
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        rundir.write_config(run_dir, cfg)
+        if resume is None or not (run_dir / "manifest.json").exists():
+            rundir.write_manifest(run_dir, cfg.seed, clip_mode=clip.mode, world_size=int(os.environ.get("WORLD_SIZE", "1")), resumed_from=[])
+        if resume is not None:
+            log.info("resuming from %s", resume)
+            resumed = rundir.read_json(run_dir / "manifest.json")["resumed_from"]
+            rundir.update_manifest(run_dir, resumed_from=resumed + [resume.name])
     setup_wandb(cfg, run_dir)
 
     set_seed(cfg.seed)
@@ -122,7 +125,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     model = apply_strategy(model, cfg.strategy)
     dataset = tokenize_for_sft(records, tokenizer, cfg.data.max_length)
 
-    metrics = rundir.MetricsLog(run_dir / "metrics.jsonl", resume_step=_step_of(resume))
+    metrics = rundir.MetricsLog(run_dir / "metrics.jsonl", resume_step=_step_of(resume)) if main_process else None
     callback = ClipCallback(clip, metrics, resume_from=resume)
     trainer = Trainer(
         model=model,
@@ -135,7 +138,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
     if trainer.is_world_process_zero():
         save_final(trainer.model, tokenizer, run_dir / "final")
         rundir.update_manifest(run_dir, **peak_memory(), train_seconds=round(time.time() - started, 2), skipped_steps=callback.skipped_steps)
