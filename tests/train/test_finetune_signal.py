@@ -2,13 +2,19 @@
 configs (tiny_llama, arith, train=tiny) through the real training stage lifts held-out
 greedy exact match above the base model's, and strictly between 0% and 100%."""
 
+import json
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
+from hydra import compose, initialize_config_dir
+
 from aggc.data import extract_answer, format_prompt, load_sft_records
+from aggc.evaluate import evaluate
 from aggc.models import load_model_and_tokenizer
+from aggc.paths import CONF_DIR
 from aggc.train import sft
 
 from ._helpers import config
@@ -43,3 +49,11 @@ def test_lora_sft_lifts_exact_match_strictly_between_0_and_1(tmp_path):
     print(f"held-out exact match over {len(test)} problems: base {before:.3f}, LoRA {after:.3f}")
     assert 0 < after < 1
     assert after > before
+
+    # The evaluation stage (lm-eval, the authors' scorer) sees the same model the same way.
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        eval_cfg = compose("evaluate", overrides=[f"run={tmp_path}", "eval=arith", "max_gen_toks=64", "batch_size=50"])
+    result = json.loads(evaluate(eval_cfg).read_text())
+    print(f"aggc.evaluate on the same problems: {result['scores']}")
+    assert result["n"] == len(test)
+    assert result["score"] == pytest.approx(100 * after, abs=5)

@@ -1,0 +1,139 @@
+"""The evaluation stage: a run's final model in, `<run>/eval/<benchmark>.json` out.
+
+Generation benchmarks go through lm-eval (`simple_evaluate` with an in-process model and
+the task YAMLs under `evaluation/`). lm-eval's request cache (`use_cache`) keeps every
+generation on disk, so a crashed evaluation resumes where it stopped. Everything that
+can be wrong with the input fails before a model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig
+
+from ..config import ConfigError
+from ..paths import ROOT
+from ..train.rundir import atomic_write_text, package_versions
+from .scorers import gsm8k_reference_correct
+
+EVALUATION_DIR = ROOT / "evaluation"
+BACKENDS = ("hf", "vllm")
+
+
+def check_inputs(cfg: DictConfig) -> tuple[Path, Path]:
+    """(run dir, final model dir); raises before anything is loaded."""
+    run = Path(cfg.run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run={run}: no such run directory")
+    final = run / "final"
+    if not (final / "config.json").exists():
+        raise FileNotFoundError(f"run={run}: no final model ({final}); is the training run COMPLETED?")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"backend={cfg.backend!r}: must be one of {', '.join(BACKENDS)}")
+    if cfg.eval.data != "arith" and not Path(cfg.eval.data).exists():
+        raise FileNotFoundError(f"eval.data={cfg.eval.data}: no such data file")
+    if not (EVALUATION_DIR / cfg.eval.task).exists():
+        raise FileNotFoundError(f"eval.task={cfg.eval.task}: no such task definition under {EVALUATION_DIR}")
+    return run, final
+
+
+def data_file(cfg: DictConfig, out_dir: Path) -> Path:
+    """The benchmark's JSON-lines file; `arith` writes its held-out split in GSM8K's format."""
+    if cfg.eval.data != "arith":
+        return Path(cfg.eval.data).resolve()
+    from ..data import arith
+
+    path = out_dir / "data" / f"arith_test_seed{cfg.eval.arith.seed}.jsonl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = arith.generate(cfg.eval.arith.eval_size, cfg.eval.arith.seed, "test")
+        lines = [json.dumps({"question": r["question"], "answer": f"{r['output']}\n#### {r['answer']}"}) for r in rows]
+        atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def task_config(cfg: DictConfig, data: Path) -> dict:
+    task = yaml.safe_load((EVALUATION_DIR / cfg.eval.task).read_text())
+    task["dataset_kwargs"]["data_files"]["test"] = str(data)
+    task["generation_kwargs"]["max_gen_toks"] = cfg.max_gen_toks
+    return task
+
+
+def load_backend(cfg: DictConfig, final: Path):
+    if cfg.backend == "vllm":
+        from lm_eval.models.vllm_causallms import VLLM  # optional extra, GPU only
+
+        return VLLM(pretrained=str(final), batch_size="auto", seed=cfg.seed)
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32 if not torch.cuda.is_available() else torch.bfloat16)
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
+
+
+def evaluate(cfg: DictConfig) -> Path:
+    """Evaluate `cfg.run`'s final model on `cfg.eval`; returns the result file."""
+    run, final = check_inputs(cfg)
+    out_dir = run / "eval"
+    out_dir.mkdir(exist_ok=True)
+    data = data_file(cfg, out_dir)
+    task = task_config(cfg, data)
+
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    started = time.time()
+    lm = load_backend(cfg, final)
+    results = lm_eval.simple_evaluate(
+        model=lm, tasks=[task], task_manager=TaskManager(), log_samples=True, limit=cfg.eval.limit,
+        use_cache=str(out_dir / "cache" / cfg.eval.name), apply_chat_template=cfg.chat_template,
+        random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
+    )
+    name = task["task"]
+    samples = per_sample(results["samples"][name])
+    metrics = results["results"][name]
+    scores = {
+        "strict": 100 * float(metrics["exact_match,strict"]),
+        "flexible": 100 * float(metrics["exact_match,flexible"]),
+        "reference": 100 * sum(s["reference_correct"] for s in samples) / len(samples),
+    }
+    record = {
+        "benchmark": cfg.eval.name,
+        "score": scores["reference"],
+        "scorer": "reference (the authors' PiSSA/MetaMath rules)",
+        "scores": scores,
+        "n": len(samples),
+        "data": str(data),
+        "generation": task["generation_kwargs"],
+        "prompt": task["doc_to_text"],
+        "chat_template": bool(cfg.chat_template),
+        "backend": cfg.backend,
+        "seed": cfg.seed,
+        "packages": package_versions(),
+        "seconds": round(time.time() - started, 2),
+        "samples": samples,
+    }
+    path = out_dir / f"{cfg.eval.name}.json"
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def per_sample(samples: list[dict]) -> list[dict]:
+    """One record per problem: the response, each filter's extraction, and each verdict."""
+    by_doc: dict[int, dict] = {}
+    for s in samples:
+        entry = by_doc.setdefault(s["doc_id"], {
+            "doc_id": s["doc_id"], "question": s["doc"]["question"], "target": s["target"], "response": s["resps"][0][0],
+        })
+        entry[f"{s['filter']}_extracted"] = s["filtered_resps"][0]
+        entry[f"{s['filter']}_correct"] = bool(s["exact_match"])
+    for entry in by_doc.values():
+        entry["reference_correct"] = gsm8k_reference_correct(entry["response"], entry["target"])
+    return [by_doc[k] for k in sorted(by_doc)]
+

@@ -1,0 +1,64 @@
+"""The evaluation stage end to end on a tiny trained model, through lm-eval, offline."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from aggc.paths import ROOT
+
+from ..train._helpers import train_cli
+
+pytestmark = pytest.mark.slow
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def evaluate_cli(*overrides):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "aggc.evaluate", *overrides], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    train_cli(root, "strategy=aggc")
+    return root / "tiny_llama" / "arith" / "aggc-aggc" / "seed0"
+
+
+def test_gsm8k_records_evaluate_and_resume_from_cache(run):
+    """Real GSM8K test records: a result file with every scorer, the generation settings
+    and per-sample records; a second call answers every request from the cache."""
+    args = (f"run={run}", "eval=gsm8k", f"eval.data={FIXTURES / 'gsm8k_test_sample.jsonl'}", "max_gen_toks=24")
+    first = evaluate_cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = json.loads((run / "eval" / "gsm8k.json").read_text())
+    assert result["n"] == 2 and [s["target"] for s in result["samples"]] == ["18", "3"]
+    assert set(result["scores"]) == {"strict", "flexible", "reference"} and result["score"] == result["scores"]["reference"]
+    assert result["generation"]["max_gen_toks"] == 24 and "Question:" in result["generation"]["until"]
+    assert result["chat_template"] is False and result["backend"] == "hf" and result["packages"]["lm-eval"]
+    assert all(s["response"] is not None for s in result["samples"])
+
+    second = evaluate_cli(*args)
+    assert second.returncode == 0
+    assert "Requests remaining: 0" in second.stdout + second.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("eval=gsm8k", "eval.data=/nonexistent/test.jsonl"), "eval.data=/nonexistent/test.jsonl"),
+        (("eval=nosuchbench",), "nosuchbench"),
+        (("backend=tgi",), "backend='tgi'"),
+    ],
+)
+def test_bad_input_fails_before_loading_a_model(run, overrides, message):
+    proc = evaluate_cli(f"run={run}", *overrides)
+    assert proc.returncode != 0 and message in proc.stderr
+    assert "Loading weights" not in proc.stderr
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    proc = evaluate_cli(f"run={tmp_path}", "eval=arith")
+    assert proc.returncode != 0 and "no final model" in proc.stderr
