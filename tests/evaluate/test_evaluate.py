@@ -40,7 +40,7 @@ def test_gsm8k_records_evaluate_and_resume_from_cache(run):
     assert result["chat_template"] is False and result["backend"] == "hf" and result["packages"]["lm-eval"]
     assert all(s["response"] is not None for s in result["samples"])
 
-    second = evaluate_cli(*args)
+    second = evaluate_cli(*args, "force=true")
     assert second.returncode == 0
     assert "Requests remaining: 0" in second.stdout + second.stderr
 

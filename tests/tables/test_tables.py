@@ -7,7 +7,7 @@ import sys
 import yaml
 
 from aggc.paths import ROOT
-from aggc.tables import summarize
+from aggc.tables import summarize, write
 
 def fake_run(root, strategy, clip, seed, scores):
     run = root / f"{strategy}-{clip}" / f"seed{seed}"
@@ -53,3 +53,15 @@ def test_render_from_result_files_matches_hand_checked_markdown(tmp_path):
     assert "mistral_7b,AGGC,gsm8k,72.0000,4.9683,3,72.93,-0.9300" in csv_text
     tex = (tmp_path / "out" / "mini.tex").read_text()
     assert r"\toprule" in tex and r"$72.00 \pm 4.97$" in tex and "—" in tex
+
+
+def test_group_norm_figure_from_metrics(tmp_path):
+    """The LoRA-vs-AGGC figure is drawn from the runs' metrics.jsonl (a real PNG)."""
+    for strategy, clip in (("lora", "global"), ("aggc", "aggc")):
+        fake_run(tmp_path, strategy, clip, 0, {"gsm8k": 50.0})
+        records = [{"step": t, "post_norms": {"q_proj": 1.0 + t, "v_proj": 2.0 / (1 + t)}} for t in range(5)]
+        (tmp_path / f"{strategy}-{clip}" / "seed0" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    spec = yaml.safe_load((ROOT / "conf" / "table" / "demo.yaml").read_text())
+    spec["models"] = ["mistral_7b"]
+    paths = write(spec, tmp_path, ROOT / "results" / "paper", tmp_path / "out")
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -81,6 +81,9 @@ def evaluate(cfg: DictConfig) -> Path:
     """Evaluate `cfg.run`'s final model on `cfg.eval`; returns the result file."""
     run, final = check_inputs(cfg)
     out_dir = run / "eval"
+    path = out_dir / f"{cfg.eval.name}.json"
+    if path.exists() and not cfg.force:
+        return path  # done before; `force=true` evaluates again (generations come from the cache)
     out_dir.mkdir(exist_ok=True)
     data = data_file(cfg, out_dir)
     task = task_config(cfg, data)
@@ -119,7 +122,6 @@ def evaluate(cfg: DictConfig) -> Path:
         "seconds": round(time.time() - started, 2),
         "samples": samples,
     }
-    path = out_dir / f"{cfg.eval.name}.json"
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     return path
 

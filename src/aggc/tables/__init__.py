@@ -18,6 +18,8 @@ from pathlib import Path
 import yaml
 from scipy import stats
 
+from .figures import group_norm_figure
+
 MISSING = "—"
 
 
@@ -139,11 +141,27 @@ def csv_rows(spec: dict, rows: list[dict]) -> list[list]:
 
 
 def write(spec: dict, runs_root: Path, paper_dir: Path, out_dir: Path) -> dict[str, Path]:
-    rows = build(spec, collect(runs_root), read_paper(paper_dir / spec["paper_values"]))
+    records = collect(runs_root)
+    rows = build(spec, records, read_paper(paper_dir / spec["paper_values"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{spec['name']}.{ext}" for ext in ("md", "tex", "csv")}
     paths["md"].write_text(markdown(spec, rows))
     paths["tex"].write_text(latex(spec, rows))
     with open(paths["csv"], "w", newline="") as f:
         csv.writer(f).writerows(csv_rows(spec, rows))
+    if "figure" in spec:
+        panels = figure_panels(spec, records)
+        if panels:
+            paths["png"] = group_norm_figure(panels, out_dir / spec["figure"]["file"])
     return paths
+
+
+def figure_panels(spec: dict, records: list[dict]) -> list[tuple[str, Path]]:
+    """(label, run dir) of each figure panel: the first model, the figure's seed."""
+    figure, panels = spec["figure"], []
+    for panel in figure["panels"]:
+        runs = sorted({r["run"] for r in records if r["model"] == spec["models"][0] and r["strategy"] == panel["strategy"]
+                       and r["clip"] == panel["clip"] and r["seed"] == figure["seed"]})
+        if runs:
+            panels.append((panel["label"], Path(runs[0])))
+    return panels if len(panels) == len(figure["panels"]) else []
