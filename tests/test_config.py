@@ -93,3 +93,19 @@ def test_training_cli_fails_fast_before_building_a_model(tmp_path):
     assert "clip.beta=1.5" in proc.stderr
     assert not any(tmp_path.rglob("metrics.jsonl")) and not any(tmp_path.rglob("checkpoints"))
     assert time.time() - start < 60
+
+
+def test_fsdp_on_cpu_refuses_instead_of_training_ddp():
+    from aggc.config import check_hardware
+
+    cfg = composed("train.fsdp=full_shard")
+    validate(cfg)
+    with pytest.raises(ConfigError, match="silently train plain DDP"):
+        check_hardware(cfg, cuda_available=False)
+    check_hardware(cfg, cuda_available=True)
+
+
+def test_deepspeed_is_refused_for_clip_modes_that_need_live_gradients():
+    with pytest.raises(ConfigError, match="Use FSDP2"):
+        validate(composed("train.deepspeed=ds.json"))
+    validate(composed("strategy=lora", "clip=none", "train.deepspeed=ds.json"))

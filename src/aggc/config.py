@@ -28,6 +28,15 @@ def clip_config(cfg: DictConfig) -> ClipConfig:
     return ClipConfig.from_dict(values)
 
 
+def check_hardware(cfg: DictConfig, cuda_available: bool) -> None:
+    """Settings that cannot take effect on this machine refuse to start, never fall back."""
+    if cfg.train.fsdp and not cuda_available:
+        raise ConfigError(
+            f"train.fsdp={cfg.train.fsdp}: accelerate enables FSDP only on GPU backends; on CPU the run would "
+            "silently train plain DDP. Run on GPUs, or set train.fsdp=null"
+        )
+
+
 def validate(cfg: DictConfig) -> ClipConfig:
     """Validate the whole run config; returns the clip config it implies."""
     try:
@@ -63,6 +72,13 @@ def validate(cfg: DictConfig) -> ClipConfig:
         raise ConfigError(f"train.max_steps={t.max_steps}: -1 (use num_train_epochs) or a positive step count")
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio={t.warmup_ratio}: must lie in [0, 1)")
+    if t.fsdp not in (None, "full_shard"):
+        raise ConfigError(f"train.fsdp={t.fsdp!r}: must be null or full_shard")
+    if t.deepspeed and clip.mode != "none":
+        raise ConfigError(
+            f"train.deepspeed with clip.mode={clip.mode}: DeepSpeed ZeRO steps inside backward and frees or moves "
+            "p.grad, so a Trainer callback would clip nothing. Use FSDP2 (train.fsdp=full_shard) instead"
+        )
     _positive_int("data.max_length", cfg.data.max_length)
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"wandb.mode={cfg.wandb.mode!r}: must be offline, online or disabled")

@@ -12,7 +12,9 @@ SMOKE = ["model=tiny_llama", "data=arith", "experiment=smoke"]
 
 def train_cli(runs_root: Path, *overrides: str, wait: bool = True):
     """The real entry point, as a user runs it."""
-    cmd = [sys.executable, "-m", "aggc.train", *SMOKE, f"runs_root={runs_root}", *overrides]
+    flags = [o for o in overrides if o.startswith("-")]  # e.g. -m (multirun) goes before the overrides
+    overrides = [o for o in overrides if not o.startswith("-")]
+    cmd = [sys.executable, "-m", "aggc.train", *flags, *SMOKE, f"runs_root={runs_root}", *overrides]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

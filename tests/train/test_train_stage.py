@@ -133,3 +133,14 @@ def test_strategies_train_and_log_their_groups(tmp_path, overrides, groups, adap
     assert all(("lora_" in n) == adapter_only for n in state["param_names"])
     if "strategy=dora" in overrides:
         assert any("lora_magnitude_vector" in n for n in state["param_names"])
+
+
+def test_cli_sweep_gives_each_job_its_run_directory(tmp_path):
+    """`-m clip.beta=0.5,0.9` is a Hydra multirun: one run directory per job, named from
+    its overrides, each holding its own resolved config."""
+    train_cli(tmp_path, "-m", "strategy=aggc", "clip.beta=0.5,0.9", "train.max_steps=2", "train.save_steps=2")
+    sweep = tmp_path / "multirun" / "tiny_llama" / "arith"
+    for beta in (0.5, 0.9):
+        run = sweep / f"clip.beta={beta}__data=arith__experiment=smoke__model=tiny_llama__strategy=aggc__train.max_steps=2__train.save_steps=2"
+        assert (run / "COMPLETED").exists()
+        assert f"beta: {beta}" in (run / "config.yaml").read_text()

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-from ..config import ConfigError, validate
+from ..config import ConfigError, check_hardware, validate
 from ..data.formats import load_sft_records
 from ..data.sft import tokenize_for_sft
 from ..models import load_model_and_tokenizer
@@ -66,6 +66,11 @@ def training_arguments(cfg: DictConfig, output_dir: Path) -> TrainingArguments:
         save_total_limit=t.save_total_limit,
         dataloader_num_workers=t.dataloader_num_workers,
         activation_checkpointing=t.activation_checkpointing,
+        # FSDP2, full shard (the choice for Full FT of 7B models); the clipper all-reduces
+        # the squared norms of the DTensor gradient shards (tests/clipping/test_distributed.py).
+        fsdp="full_shard auto_wrap" if t.fsdp else "",
+        fsdp_config={"version": 2, "reshard_after_forward": True} if t.fsdp else None,
+        deepspeed=t.deepspeed,
         # The clipper does all clipping (its `global` mode is clip_grad_norm_'s math);
         # the Trainer's own clipping stays off so nothing is clipped twice.
         max_grad_norm=0.0,
@@ -96,6 +101,7 @@ def setup_wandb(cfg: DictConfig, run_dir: Path) -> None:
 def run(cfg: DictConfig, run_dir: Path) -> Path:
     """Train one cell into `run_dir`; resume from its last whole checkpoint if any."""
     clip = validate(cfg)
+    check_hardware(cfg, torch.cuda.is_available())
     if cfg.model.task != "causal_lm":
         raise ConfigError(f"model.task={cfg.model.task!r}: the SFT stage trains causal LMs (GLUE models use the GLUE stage)")
     run_dir = Path(run_dir)
