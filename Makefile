@@ -31,13 +31,16 @@ train: setup
 # The whole pipeline on the embedded default, on CPU: Full FT / LoRA / AGGC / LoRA without
 # clipping x 3 seeds -> evaluation on 200 held-out problems (lm-eval) -> results/demo/table1.md.
 DEMO_RUNS ?= runs/demo
+DEMO_OUT ?= results/demo
 DEMO_SEEDS ?= 0,1,2
+DEMO_TRAIN_ARGS ?=
+DEMO_EVAL_ARGS ?=
 demo: setup
-	$(OFFLINE) $(PY) -m aggc.train -m runs_root=$(DEMO_RUNS) wandb.mode=disabled strategy=full_ft,lora,aggc seed=$(DEMO_SEEDS)
-	$(OFFLINE) $(PY) -m aggc.train -m runs_root=$(DEMO_RUNS) wandb.mode=disabled strategy=lora clip=none seed=$(DEMO_SEEDS)
-	$(OFFLINE) $(PY) -m aggc.evaluate -m eval=arith max_gen_toks=64 batch_size=50 \
+	$(OFFLINE) $(PY) -m aggc.train -m runs_root=$(DEMO_RUNS) wandb.mode=disabled strategy=full_ft,lora,aggc seed=$(DEMO_SEEDS) $(DEMO_TRAIN_ARGS)
+	$(OFFLINE) $(PY) -m aggc.train -m runs_root=$(DEMO_RUNS) wandb.mode=disabled strategy=lora clip=none seed=$(DEMO_SEEDS) $(DEMO_TRAIN_ARGS)
+	$(OFFLINE) $(PY) -m aggc.evaluate -m eval=arith max_gen_toks=64 batch_size=50 $(DEMO_EVAL_ARGS) \
 		run=$$(find $(DEMO_RUNS) -name COMPLETED -printf "'%h'\n" | sort | paste -sd, -)
-	$(PY) -m aggc.tables table=demo runs_root=$(DEMO_RUNS) out_dir=results/demo
+	$(PY) -m aggc.tables table=demo runs_root=$(DEMO_RUNS) out_dir=$(DEMO_OUT)
 
 # Render a paper table from the run directories under runs/ (results/<table>.{md,tex,csv}).
 TABLE ?= table1
