@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from .clipping import ClipConfig
-from .clipping.rules import STATE_DTYPE, build_rule
+from .clipping.rules import STATE_DTYPE, build_rule, learning_mask
 from .config import ConfigError, clip_config
 from .paths import CONF_DIR
 
@@ -48,10 +48,8 @@ def replay(records: list[dict], config: ClipConfig, total_steps: int = 0) -> lis
         values = [record["norms"].get(g) for g in groups]
         present = torch.tensor([v is not None for v in values])
         norms = torch.tensor([math.nan if v is None else float(v) for v in values], dtype=STATE_DTYPE)
-        finite = torch.isfinite(norms) | ~present
-        accept = present & torch.isfinite(norms)
-        if config.nonfinite != "zero":
-            accept &= bool(finite.all())
+        finite = torch.isfinite(norms)
+        accept = learning_mask(present, finite, (finite | ~present).all(), config.nonfinite)
         rule.step = int(record["step"])
         result = rule.factors(torch.where(present, norms, 0.0), accept)
         rows = torch.stack([norms, result["lower"], result["upper"], result["factor"], result["ema"]]).tolist()

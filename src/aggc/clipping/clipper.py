@@ -26,7 +26,7 @@ from torch.distributed.tensor import DTensor, Shard
 
 from .config import ClipConfig
 from .grouping import group_parameters
-from .rules import STATE_DTYPE, build_rule
+from .rules import STATE_DTYPE, build_rule, learning_mask
 
 STAT_NAMES = ("norm", "post_norm", "factor", "lower", "upper", "ema")
 
@@ -117,9 +117,7 @@ class GradientClipper:
             unit_finite = torch.isfinite(unit_norms)
         else:
             unit_norms, unit_present, unit_finite = torch.where(group_has, group_norms, 0.0), group_has, finite
-        accept = unit_present & unit_finite
-        if self.config.nonfinite != "zero":
-            accept = accept & finite.all()  # skip / error: nobody learns from a bad step
+        accept = learning_mask(unit_present, unit_finite, finite.all(), self.config.nonfinite)
         out = self.rule.factors(unit_norms, accept)
         self.rule.advance()
 

@@ -23,6 +23,13 @@ TORCH_CLIP_EPS = 1e-6
 STATE_DTYPE = torch.float64
 
 
+def learning_mask(present: torch.Tensor, finite: torch.Tensor, all_finite: torch.Tensor, nonfinite: str) -> torch.Tensor:
+    """Units whose state may learn from this step: present and finite; under the `skip`
+    and `error` policies nobody learns from a step with any non-finite group."""
+    accept = present & finite
+    return accept if nonfinite == "zero" else accept & all_finite
+
+
 def scheduled_multiplier(init: float, late: float, p: float, kind: str, start: float, width: float) -> float:
     """Eq. 5: `init` until p = start, `late` from start + width, linear in between."""
     if kind != "linear" or p <= start:
