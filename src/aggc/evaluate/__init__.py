@@ -72,7 +72,7 @@ def load_backend(cfg: DictConfig, final: Path):
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32 if not torch.cuda.is_available() else torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(final)
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
 

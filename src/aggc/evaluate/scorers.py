@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-MARKER = "The answer is: "
+from ..data.formats import ANSWER_MARKER
+
 _NUMBER = re.compile(r"[\-+]?\d*[\.,/]?\d+")
 
 
@@ -17,7 +18,7 @@ def gsm8k_reference_answer(completion: str) -> int | None:
     """The number after the LAST "The answer is: " (none -> None): the first number
     there (one '.', ',' or '/' allowed), commas removed, fractions evaluated, then
     ROUNDED to an integer (Python's round: 18.4 -> 18, 2.5 -> 2)."""
-    parts = completion.split(MARKER)
+    parts = completion.split(ANSWER_MARKER)
     if len(parts) < 2:
         return None
     match = _NUMBER.search(parts[-1].strip())

@@ -15,6 +15,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..clipping import ClipConfig, GradientClipper
+from ..clipping.clipper import STAT_NAMES
 from .rundir import CLIPPER_STATE, MetricsLog
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class ClipCallback(TrainerCallback):
 
 def step_record(report) -> dict:
     """A metrics.jsonl record: `norms` (pre-clip) is what `aggc.replay` reads."""
-    by_stat = {stat: {g: values[stat] for g, values in report.groups.items()} for stat in ("norm", "post_norm", "factor", "lower", "upper", "ema")}
+    by_stat = {stat: {g: values[stat] for g, values in report.groups.items()} for stat in STAT_NAMES}
     return {
         "step": report.step,
         "norms": by_stat["norm"],

@@ -94,6 +94,11 @@ def update_manifest(run_dir: Path, **fields) -> None:
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimizer step of a Trainer checkpoint directory `checkpoint-N`."""
+    return int(checkpoint.name.split("-")[-1])
+
+
 def last_checkpoint(checkpoints: Path, needs_clipper_state: bool = True) -> Path | None:
     """The newest checkpoint that is whole: the Trainer's state and (when the run clips
     with state) the clipper's. A kill between the two writes leaves an older one."""
@@ -101,7 +106,7 @@ def last_checkpoint(checkpoints: Path, needs_clipper_state: bool = True) -> Path
         return None
     candidates = sorted(
         (p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
+        key=checkpoint_step,
         reverse=True,
     )
     for path in candidates:

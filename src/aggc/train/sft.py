@@ -131,7 +131,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     model = apply_strategy(model, cfg.strategy)
     dataset = tokenize_for_sft(records, tokenizer, cfg.data.max_length)
 
-    metrics = rundir.MetricsLog(run_dir / "metrics.jsonl", resume_step=_step_of(resume)) if main_process else None
+    resume_step = None if resume is None else rundir.checkpoint_step(resume)
+    metrics = rundir.MetricsLog(run_dir / "metrics.jsonl", resume_step=resume_step) if main_process else None
     callback = ClipCallback(clip, metrics, resume_from=resume)
     trainer = Trainer(
         model=model,
@@ -170,7 +171,3 @@ def peak_memory() -> dict:
     if torch.cuda.is_available():
         peak["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return peak
-
-
-def _step_of(checkpoint: Path | None) -> int | None:
-    return None if checkpoint is None else int(checkpoint.name.split("-")[-1])
