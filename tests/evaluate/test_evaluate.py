@@ -45,6 +45,20 @@ def test_gsm8k_records_evaluate_and_resume_from_cache(run):
     assert "Requests remaining: 0" in second.stdout + second.stderr
 
 
+def test_math_records_evaluate_with_three_scorers(run):
+    """Real MATH-500 records through the same lm-eval path: each scorer's score is the
+    mean of its per-sample verdicts, and the headline is the authors' rule."""
+    proc = evaluate_cli(f"run={run}", "eval=math", f"eval.data={FIXTURES / 'math_test_sample.jsonl'}", "max_gen_toks=16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run / "eval" / "math.json").read_text())
+    assert [s["target"] for s in result["samples"]] == ["\\frac{14}{3}", "28", "2000"]
+    assert result["samples"][0]["subject"] == "Algebra" and result["prompt"].endswith("{{problem}}\n\n### Response:")
+    for scorer in ("strict", "flexible", "reference"):
+        verdicts = [s[scorer] for s in result["samples"]]
+        assert result["scores"][scorer] == pytest.approx(100 * sum(verdicts) / len(verdicts))
+    assert result["score"] == result["scores"]["reference"]
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -1,9 +1,10 @@
 """The evaluation stage: a run's final model in, `<run>/eval/<benchmark>.json` out.
 
-Generation benchmarks go through lm-eval (`simple_evaluate` with an in-process model and
-the task YAMLs under `evaluation/`). lm-eval's request cache (`use_cache`) keeps every
-generation on disk, so a crashed evaluation resumes where it stopped. Everything that
-can be wrong with the input fails before a model is loaded.
+Generation benchmarks (GSM8K, MATH, HumanEval, MBPP) go through lm-eval (`simple_evaluate`
+with an in-process model and the task YAMLs under `evaluation/`); MT-Bench is FastChat's
+answer -> judge -> score flow (`mt_bench.py`). Generations are cached on disk (lm-eval's
+request cache; MT-Bench's answer and judgment files), so a crashed evaluation resumes
+where it stopped. Everything that can be wrong with the input fails before a model is loaded.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import time
 from pathlib import Path
 
-import yaml
 from omegaconf import DictConfig
 
 from ..config import ConfigError
@@ -22,6 +22,8 @@ from .scorers import gsm8k_reference_correct
 
 EVALUATION_DIR = ROOT / "evaluation"
 BACKENDS = ("hf", "vllm")
+# Scorers applied after lm-eval to the raw response (`eval.reference`): the authors' own rules.
+REFERENCE_SCORERS = {"gsm8k": gsm8k_reference_correct}
 
 
 def check_inputs(cfg: DictConfig) -> tuple[Path, Path]:
@@ -34,10 +36,17 @@ def check_inputs(cfg: DictConfig) -> tuple[Path, Path]:
         raise FileNotFoundError(f"run={run}: no final model ({final}); is the training run COMPLETED?")
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"backend={cfg.backend!r}: must be one of {', '.join(BACKENDS)}")
-    if cfg.eval.data != "arith" and not Path(cfg.eval.data).exists():
-        raise FileNotFoundError(f"eval.data={cfg.eval.data}: no such data file")
-    if not (EVALUATION_DIR / cfg.eval.task).exists():
-        raise FileNotFoundError(f"eval.task={cfg.eval.task}: no such task definition under {EVALUATION_DIR}")
+    if cfg.eval.kind == "mt_bench":
+        from . import mt_bench
+
+        mt_bench.check_inputs(cfg)
+    elif cfg.eval.kind == "lm_eval":
+        if cfg.eval.data != "arith" and not Path(cfg.eval.data).exists():
+            raise FileNotFoundError(f"eval.data={cfg.eval.data}: no such data file")
+        if not (EVALUATION_DIR / cfg.eval.task).exists():
+            raise FileNotFoundError(f"eval.task={cfg.eval.task}: no such task definition under {EVALUATION_DIR}")
+    else:
+        raise ConfigError(f"eval.kind={cfg.eval.kind!r}: must be lm_eval or mt_bench")
     return run, final
 
 
@@ -57,7 +66,10 @@ def data_file(cfg: DictConfig, out_dir: Path) -> Path:
 
 
 def task_config(cfg: DictConfig, data: Path) -> dict:
-    task = yaml.safe_load((EVALUATION_DIR / cfg.eval.task).read_text())
+    """The task YAML (with its `!function` hooks resolved), pointed at `data`."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    task = load_yaml(EVALUATION_DIR / cfg.eval.task)
     task["dataset_kwargs"]["data_files"]["test"] = str(data)
     task["generation_kwargs"]["max_gen_toks"] = cfg.max_gen_toks
     return task
@@ -85,13 +97,34 @@ def evaluate(cfg: DictConfig) -> Path:
     if path.exists() and not cfg.force:
         return path  # done before; `force=true` evaluates again (generations come from the cache)
     out_dir.mkdir(exist_ok=True)
+    started = time.time()
+    if cfg.eval.kind == "mt_bench":
+        from . import mt_bench
+
+        result = mt_bench.evaluate_mt_bench(cfg, final, out_dir)
+    else:
+        result = evaluate_lm_eval(cfg, final, out_dir)
+    record = {
+        "benchmark": cfg.eval.name,
+        **result,
+        "chat_template": bool(cfg.chat_template),
+        "backend": cfg.backend,
+        "seed": cfg.seed,
+        "packages": package_versions(),
+        "seconds": round(time.time() - started, 2),
+    }
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def evaluate_lm_eval(cfg: DictConfig, final: Path, out_dir: Path) -> dict:
+    """A generation benchmark through lm-eval; every scorer the eval config names, in percent."""
     data = data_file(cfg, out_dir)
     task = task_config(cfg, data)
 
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    started = time.time()
     lm = load_backend(cfg, final)
     results = lm_eval.simple_evaluate(
         model=lm, tasks=[task], task_manager=TaskManager(), log_samples=True, limit=cfg.eval.limit,
@@ -99,43 +132,35 @@ def evaluate(cfg: DictConfig) -> Path:
         random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
     )
     name = task["task"]
-    samples = per_sample(results["samples"][name])
-    metrics = results["results"][name]
-    scores = {
-        "strict": 100 * float(metrics["exact_match,strict"]),
-        "flexible": 100 * float(metrics["exact_match,flexible"]),
-        "reference": 100 * sum(s["reference_correct"] for s in samples) / len(samples),
-    }
-    record = {
-        "benchmark": cfg.eval.name,
-        "score": scores["reference"],
-        "scorer": "reference (the authors' PiSSA/MetaMath rules)",
+    metrics = [m["metric"] for m in task["metric_list"]]
+    samples = per_sample(results["samples"][name], metrics, list(cfg.eval.sample_fields))
+    scores = {score: 100 * float(results["results"][name][key]) for score, key in cfg.eval.scores.items()}
+    if cfg.eval.get("reference"):
+        correct = REFERENCE_SCORERS[cfg.eval.reference]
+        for s in samples:
+            s["reference_correct"] = correct(s["response"], s["target"])
+        scores["reference"] = 100 * sum(s["reference_correct"] for s in samples) / len(samples)
+    return {
+        "score": scores[cfg.eval.score],
+        "scorer": cfg.eval.scorer,
         "scores": scores,
         "n": len(samples),
         "data": str(data),
         "generation": task["generation_kwargs"],
         "prompt": task["doc_to_text"],
-        "chat_template": bool(cfg.chat_template),
-        "backend": cfg.backend,
-        "seed": cfg.seed,
-        "packages": package_versions(),
-        "seconds": round(time.time() - started, 2),
         "samples": samples,
     }
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-    return path
 
 
-def per_sample(samples: list[dict]) -> list[dict]:
-    """One record per problem: the response, each filter's extraction, and each verdict."""
+def per_sample(samples: list[dict], metrics: list[str], fields: list[str]) -> list[dict]:
+    """One record per problem: the response, and each filter's extraction and verdicts."""
     by_doc: dict[int, dict] = {}
     for s in samples:
         entry = by_doc.setdefault(s["doc_id"], {
-            "doc_id": s["doc_id"], "question": s["doc"]["question"], "target": s["target"], "response": s["resps"][0][0],
+            "doc_id": s["doc_id"], **{f: s["doc"][f] for f in fields}, "target": s["target"], "response": s["resps"][0][0],
         })
-        entry[f"{s['filter']}_extracted"] = s["filtered_resps"][0]
-        entry[f"{s['filter']}_correct"] = bool(s["exact_match"])
-    for entry in by_doc.values():
-        entry["reference_correct"] = gsm8k_reference_correct(entry["response"], entry["target"])
+        prefix = "" if s["filter"] == "none" else f"{s['filter']}_"
+        if prefix:
+            entry[f"{prefix}extracted"] = s["filtered_resps"][0]
+        entry.update({f"{prefix}{m}": s[m] for m in metrics if m in s})
     return [by_doc[k] for k in sorted(by_doc)]
-

@@ -1,4 +1,5 @@
-"""The authors' own scoring rules (PiSSA's `utils/test_acc.py`, from MetaMath), quirks kept.
+"""The authors' own scoring rules (PiSSA's `utils/test_acc.py`, from MetaMath; MATH with
+Hendrycks' normalisation), quirks kept.
 
 lm-eval's strict / flexible extraction is reported beside these; each result file says
 which scorer produced which number.
@@ -47,3 +48,123 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# --- MATH: the text after the last marker, compared after Hendrycks' normalisation ---------
+
+def math_reference_answer(completion: str) -> str | None:
+    """The text after the LAST "The answer is: " up to the first ".\\n", stripped, one
+    trailing "." dropped (none -> None). `\\boxed{}` is kept, as the authors' rule does."""
+    parts = completion.split(ANSWER_MARKER)
+    if len(parts) < 2:
+        return None
+    answer = parts[-1].split(".\n")[0].strip()
+    return answer[:-1].strip() if answer.endswith(".") else answer
+
+
+def math_reference_correct(completion: str, gold: str) -> bool:
+    predicted = math_reference_answer(completion)
+    return predicted is not None and math_equivalent(predicted, gold)
+
+
+def math_equivalent(predicted: str, gold: str) -> bool:
+    """Equal after `normalize_math`; a string the normaliser chokes on is compared raw
+    (Hendrycks' `is_equiv`, which catches every exception)."""
+    try:
+        return normalize_math(predicted) == normalize_math(gold)
+    except (AssertionError, IndexError, ValueError):
+        return predicted == gold
+
+
+def normalize_math(text: str) -> str:
+    """Hendrycks et al.'s MATH string normalisation (`_strip_string`), step for step."""
+    text = text.replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
+    text = text.replace("tfrac", "frac").replace("dfrac", "frac")
+    text = text.replace("\\left", "").replace("\\right", "")
+    text = text.replace("^{\\circ}", "").replace("^\\circ", "")
+    text = text.replace("\\$", "")
+    text = _remove_right_units(text)
+    text = text.replace("\\%", "")
+    text = text.replace(" .", " 0.").replace("{.", "{0.")
+    if not text:
+        return text
+    if text[0] == ".":
+        text = "0" + text
+    sides = text.split("=")
+    if len(sides) == 2 and len(sides[0]) <= 2:  # a short "k = " prefix
+        text = sides[1]
+    text = _fix_sqrt(text).replace(" ", "")
+    text = _fix_fracs(text)
+    if text == "0.5":
+        text = "\\frac{1}{2}"
+    return _fix_a_slash_b(text)
+
+
+def _remove_right_units(text: str) -> str:
+    if "\\text{ " not in text:
+        return text
+    splits = text.split("\\text{ ")
+    assert len(splits) == 2  # more than one unit: the caller compares raw strings
+    return splits[0]
+
+
+def _fix_sqrt(text: str) -> str:
+    """\\sqrt3 -> \\sqrt{3}."""
+    head, *rest = text.split("\\sqrt")
+    return head + "".join("\\sqrt" + (part if part[0] == "{" else "{" + part[0] + "}" + part[1:]) for part in rest)
+
+
+def _fix_fracs(text: str) -> str:
+    """\\frac12 -> \\frac{1}{2}, \\frac1{72} -> \\frac{1}{72}; a too-short \\frac leaves the text as it was."""
+    head, *rest = text.split("\\frac")
+    out = head
+    for part in rest:
+        out += "\\frac"
+        if part[0] == "{":
+            out += part
+            continue
+        if len(part) < 2:
+            return text
+        a, b, tail = part[0], part[1], part[2:]
+        out += "{" + a + "}" + ("{" + b + "}" if b != "{" else b) + tail
+    return out
+
+
+def _fix_a_slash_b(text: str) -> str:
+    """"3/4" -> \\frac{3}{4} when both sides are plain integers."""
+    sides = text.split("/")
+    if len(sides) != 2:
+        return text
+    try:
+        a, b = int(sides[0]), int(sides[1])
+    except ValueError:
+        return text
+    return f"\\frac{{{a}}}{{{b}}}" if text == f"{a}/{b}" else text
+
+
+def math_flexible_answer(completion: str) -> str | None:
+    """A lenient extraction: the last `\\boxed{...}`, else the text after the last
+    "answer is" (any case, colon optional), cut like the reference rule."""
+    start = completion.rfind("\\boxed{")
+    if start >= 0:
+        depth = 0
+        for end in range(start + len("\\boxed"), len(completion)):
+            depth += {"{": 1, "}": -1}.get(completion[end], 0)
+            if depth == 0:
+                return completion[start + len("\\boxed{"):end]
+    match = list(re.finditer(r"answer is:?", completion, flags=re.IGNORECASE))
+    if not match:
+        return None
+    answer = completion[match[-1].end():].split(".\n")[0].strip()
+    return answer[:-1].strip() if answer.endswith(".") else answer
+
+
+def math_scores(completion: str, gold: str) -> dict[str, float]:
+    """strict: the reference extraction compared verbatim; flexible: lenient extraction,
+    normalised; reference: the authors' rule."""
+    strict, flexible = math_reference_answer(completion), math_flexible_answer(completion)
+    return {
+        "strict": float(strict is not None and strict == gold.strip()),
+        "flexible": float(flexible is not None and math_equivalent(flexible, gold)),
+        "reference": float(math_reference_correct(completion, gold)),
+    }
