@@ -9,12 +9,14 @@ import yaml
 from aggc.paths import ROOT
 from aggc.tables import summarize, write
 
-def fake_run(root, strategy, clip, seed, scores):
-    run = root / f"{strategy}-{clip}" / f"seed{seed}"
+def fake_run(root, strategy, clip, seed, scores, beta=0.95):
+    run = root / f"{strategy}-{clip}-{beta}" / f"seed{seed}"
     (run / "eval").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "mistral_7b"}, "strategy": {"name": strategy}, "clip": {"name": clip}, "seed": seed}))
+    config = {"model": {"name": "mistral_7b"}, "strategy": {"name": strategy}, "clip": {"name": clip, "beta": beta}, "seed": seed}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
     for bench, score in scores.items():
         (run / "eval" / f"{bench}.json").write_text(json.dumps({"benchmark": bench, "score": score}))
+    return run
 
 
 def test_ci95_is_student_t():
@@ -55,12 +57,31 @@ def test_render_from_result_files_matches_hand_checked_markdown(tmp_path):
     assert r"\toprule" in tex and r"$72.00 \pm 4.97$" in tex and "—" in tex
 
 
+def test_sweep_rows_match_on_config_keys(tmp_path):
+    """Table 4's rows are one sweep told apart by `clip.beta`: each row averages only its
+    own beta's runs and sits beside the paper's value for that beta."""
+    for seed, (low, high) in enumerate([(10.0, 30.0), (12.0, 32.0)]):
+        fake_run(tmp_path, "aggc", "aggc", seed, {"math": low}, beta=0.1)
+        fake_run(tmp_path, "aggc", "aggc", seed, {"math": high}, beta=0.9)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggc.tables", f"runs_root={tmp_path}", f"out_dir={tmp_path / 'out'}",
+         f"paper_dir={ROOT / 'results' / 'paper'}", "table=table4"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("|")[2].strip(): line for line in (tmp_path / "out" / "table4.md").read_text().splitlines()
+            if line.startswith("| ") and "β" in line}
+    assert "| 11.00 ± 12.71 (n=2) | 20.76 | -9.76 |" in rows["β = 0.1"]
+    assert "| 31.00 ± 12.71 (n=2) | 21.22 | +9.78 |" in rows["β = 0.9"]
+    assert "| — | 21.3 | — |" in rows["β = 0.7"]
+
+
 def test_group_norm_figure_from_metrics(tmp_path):
     """The LoRA-vs-AGGC figure is drawn from the runs' metrics.jsonl (a real PNG)."""
     for strategy, clip in (("lora", "global"), ("aggc", "aggc")):
-        fake_run(tmp_path, strategy, clip, 0, {"gsm8k": 50.0})
+        run = fake_run(tmp_path, strategy, clip, 0, {"gsm8k": 50.0})
         records = [{"step": t, "post_norms": {"q_proj": 1.0 + t, "v_proj": 2.0 / (1 + t)}} for t in range(5)]
-        (tmp_path / f"{strategy}-{clip}" / "seed0" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     spec = yaml.safe_load((ROOT / "conf" / "table" / "demo.yaml").read_text())
     spec["models"] = ["mistral_7b"]
     paths = write(spec, tmp_path, ROOT / "results" / "paper", tmp_path / "out")

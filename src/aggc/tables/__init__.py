@@ -1,7 +1,8 @@
 """The tabulate stage: run directories in, the paper's tables out (Markdown, LaTeX, CSV).
 
 Reads only files the earlier stages wrote: each run's `config.yaml` (model, strategy,
-clip, seed) and its `eval/<benchmark>.json` (`score`). Scores of one cell are
+clip, seed; a sweep's row also matches on config keys such as `clip.beta`) and its
+`eval/<benchmark>.json` (`score`). Scores of one cell are
 aggregated over seeds as mean ± 95% CI (Student t, n shown); the paper's value and the
 difference stand beside each. A cell without results renders as "—", never as 0.
 """
@@ -45,7 +46,8 @@ def summarize(values: list[float]) -> Summary:
 
 
 def collect(runs_root: Path) -> list[dict]:
-    """One record per (run, benchmark): model, strategy, clip, seed, benchmark, score."""
+    """One record per (run, benchmark): model, strategy, clip, seed, benchmark, score, and
+    the run's whole config (rows of a sweep match on its keys)."""
     records = []
     for config_path in sorted(Path(runs_root).rglob("config.yaml")):
         run = config_path.parent
@@ -57,16 +59,51 @@ def collect(runs_root: Path) -> list[dict]:
             records.append({
                 "model": cfg["model"]["name"], "strategy": cfg["strategy"]["name"], "clip": cfg["clip"]["name"],
                 "seed": cfg["seed"], "benchmark": result.stem, "score": float(score["score"]), "run": str(run),
+                "config": cfg,
             })
     return records
 
 
-def read_paper(path: Path) -> dict[tuple[str, str], dict[str, float]]:
+def config_value(cfg: dict, dotted: str):
+    """`clip.schedule.kind` looked up in a nested config dict (None when absent)."""
+    for key in dotted.split("."):
+        if not isinstance(cfg, dict) or key not in cfg:
+            return None
+        cfg = cfg[key]
+    return cfg
+
+
+def _same(a, b) -> bool:
+    """Config values compare as text, so 0.1 from YAML equals "0.1" from a CSV."""
+    return str(a) == str(b)
+
+
+def row_matches(record: dict, model: str, row: dict) -> bool:
+    return (record["model"] == model and record["strategy"] == row["strategy"] and record["clip"] == row["clip"]
+            and all(_same(config_value(record["config"], k), v) for k, v in row.get("match", {}).items()))
+
+
+def read_paper(path: Path) -> list[dict]:
+    """The paper's rows. Key columns: `model`, `strategy` and any config key (a dotted
+    name such as `clip.beta`); every other non-empty cell is a number."""
     with open(path) as f:
-        return {(r["model"], r["strategy"]): {k: float(v) for k, v in r.items() if k not in ("model", "strategy") and v} for r in csv.DictReader(f)}
+        rows = list(csv.DictReader(f))
+    return [{k: v if k in ("model", "strategy") or "." in k else float(v) for k, v in r.items() if v != ""} for r in rows]
 
 
-def build(spec: dict, records: list[dict], paper: dict) -> list[dict]:
+def paper_value(paper: list[dict], model: str, row: dict, bench: str) -> float | None:
+    """The paper's number for a row: same model, the row's `paper` strategy, and the row's
+    `match` values on whichever key columns the paper's file has."""
+    if not row.get("paper"):
+        return None
+    for p in paper:
+        keys = [k for k in p if "." in k]
+        if p["model"] == model and p["strategy"] == row["paper"] and all(_same(p[k], row.get("match", {}).get(k)) for k in keys):
+            return p.get(bench)
+    return None
+
+
+def build(spec: dict, records: list[dict], paper: list[dict]) -> list[dict]:
     """The table as rows of cells: {model, label, cells: {benchmark: (Summary|None, paper|None)}}."""
     rows = []
     for model in spec["models"]:
@@ -74,11 +111,8 @@ def build(spec: dict, records: list[dict], paper: dict) -> list[dict]:
             cells = {}
             for col in spec["columns"]:
                 bench = col["benchmark"]
-                values = [r["score"] for r in records if r["model"] == model and r["strategy"] == row["strategy"]
-                          and r["clip"] == row["clip"] and r["benchmark"] == bench]
-                ours = summarize(values) if values else None
-                theirs = paper.get((model, row["paper"]), {}).get(bench) if row.get("paper") else None
-                cells[bench] = (ours, theirs)
+                values = [r["score"] for r in records if row_matches(r, model, row) and r["benchmark"] == bench]
+                cells[bench] = (summarize(values) if values else None, paper_value(paper, model, row, bench))
             rows.append({"model": model, "label": row["label"], "cells": cells})
     return rows
 
@@ -160,8 +194,7 @@ def figure_panels(spec: dict, records: list[dict]) -> list[tuple[str, Path]]:
     """(label, run dir) of each figure panel: the first model, the figure's seed."""
     figure, panels = spec["figure"], []
     for panel in figure["panels"]:
-        runs = sorted({r["run"] for r in records if r["model"] == spec["models"][0] and r["strategy"] == panel["strategy"]
-                       and r["clip"] == panel["clip"] and r["seed"] == figure["seed"]})
+        runs = sorted({r["run"] for r in records if row_matches(r, spec["models"][0], panel) and r["seed"] == figure["seed"]})
         if runs:
             panels.append((panel["label"], Path(runs[0])))
     return panels if len(panels) == len(figure["panels"]) else []
