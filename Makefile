@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test test-fast train demo tables bench clean
+.PHONY: setup test test-fast train demo table1 tables bench clean
 
 setup: $(VENV)/.installed
 
@@ -30,17 +30,24 @@ train: setup
 
 # The whole pipeline on the embedded default, on CPU: Full FT / LoRA / AGGC / LoRA without
 # clipping x 3 seeds -> evaluation on 200 held-out problems (lm-eval) -> results/demo/table1.md.
+# The same driver as `make table1` (python -m aggc.grid), with the grid of conf/table/demo.yaml.
 DEMO_RUNS ?= runs/demo
 DEMO_OUT ?= results/demo
 DEMO_SEEDS ?= 0,1,2
 DEMO_TRAIN_ARGS ?=
 DEMO_EVAL_ARGS ?=
 demo: setup
-	$(OFFLINE) $(PY) -m aggc.train -m runs_root=$(DEMO_RUNS) wandb.mode=disabled strategy=full_ft,lora,aggc seed=$(DEMO_SEEDS) $(DEMO_TRAIN_ARGS)
-	$(OFFLINE) $(PY) -m aggc.train -m runs_root=$(DEMO_RUNS) wandb.mode=disabled strategy=lora clip=none seed=$(DEMO_SEEDS) $(DEMO_TRAIN_ARGS)
-	$(OFFLINE) $(PY) -m aggc.evaluate -m eval=arith max_gen_toks=64 batch_size=50 $(DEMO_EVAL_ARGS) \
-		run=$$(find $(DEMO_RUNS) -name COMPLETED -printf "'%h'\n" | sort | paste -sd, -)
-	$(PY) -m aggc.tables table=demo runs_root=$(DEMO_RUNS) out_dir=$(DEMO_OUT)
+	$(OFFLINE) $(PY) -m aggc.grid table=demo runs_root=$(DEMO_RUNS) out_dir=$(DEMO_OUT) 'table.grid.seeds=[$(DEMO_SEEDS)]' \
+		"train_args='$(DEMO_TRAIN_ARGS)'" "eval_args='$(DEMO_EVAL_ARGS)'"
+
+# The paper's Table 1 grid (3 models x 4 rows x 3 training sets x 3 seeds, then GSM8K, MATH,
+# HumanEval, MBPP, MT-Bench) on a GPU cluster. DRY_RUN=1 prints the plan and writes the
+# cells files; LAUNCHER=slurm submits each multirun as one Slurm array job.
+DRY_RUN ?=
+LAUNCHER ?= local
+TABLE_ARGS ?=
+table1: setup
+	$(PY) -m aggc.grid table=table1 launcher=$(LAUNCHER) dry_run=$(if $(DRY_RUN),true,false) $(TABLE_ARGS)
 
 # Render a paper table from the run directories under runs/ (results/<table>.{md,tex,csv}).
 TABLE ?= table1

@@ -1,0 +1,188 @@
+"""A paper table's whole grid, end to end: train every cell, evaluate, tabulate.
+
+`python -m aggc.grid table=table1` (`make table1`) reads the table's spec
+(`conf/table/<table>.yaml`: models x rows x training sets x seeds, and the benchmarks
+each training set is evaluated on) and drives the existing stages with the configured
+Hydra launcher: one training multirun per table row, one evaluation multirun per
+benchmark, then the tables. Cells whose `COMPLETED` and result files exist are skipped;
+interrupted ones resume (each cell's run directory is fixed by its choices).
+`dry_run=true` prints the plan and writes the pending cells as "cells files" (one line
+of overrides per job) for `slurm/array.sbatch`, without running anything.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError
+from .paths import CONF_DIR
+from .train.rundir import atomic_write_text, checkpoint_step
+
+LAUNCHERS = ("local", "slurm")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid and the benchmarks it is evaluated on."""
+
+    model: str
+    data: str
+    row: int  # index into the table's rows
+    strategy: str
+    clip: str
+    match: tuple[tuple[str, str], ...]  # a sweep row's extra config keys, e.g. (("clip.beta", "0.1"),)
+    seed: int
+    benchmarks: tuple[str, ...]
+
+    def run_dir(self, runs_root: Path) -> Path:
+        """`<model>/<data>/<strategy>-<clip>[__key=value...]/seed<N>`: the training stage's own layout."""
+        suffix = "".join(f"__{k}={v}" for k, v in self.match)
+        return runs_root / self.model / self.data / f"{self.strategy}-{self.clip}{suffix}" / f"seed{self.seed}"
+
+    def train_overrides(self, runs_root: Path) -> list[str]:
+        return [f"model={self.model}", f"data={self.data}", f"strategy={self.strategy}", f"clip={self.clip}",
+                *(f"{k}={v}" for k, v in self.match), f"seed={self.seed}", f"runs_root={runs_root}",
+                f"hydra.run.dir={self.run_dir(runs_root)}"]
+
+
+def cells(spec: dict) -> list[Cell]:
+    grid = spec.get("grid")
+    if not grid:
+        raise ConfigError(f"table={spec['name']}: no `grid` section, so it has no training plan")
+    return [
+        Cell(model, data, i, row["strategy"], row["clip"], tuple((k, str(v)) for k, v in row.get("match", {}).items()),
+             seed, tuple(benchmarks))
+        for model in spec["models"]
+        for data, benchmarks in grid["datasets"].items()
+        for i, row in enumerate(spec["rows"])
+        for seed in grid["seeds"]
+    ]
+
+
+def training_status(run: Path) -> str:
+    if (run / "COMPLETED").exists():
+        return "done"
+    steps = [checkpoint_step(p) for p in (run / "checkpoints").glob("checkpoint-*")] if run.is_dir() else []
+    return f"resumes at step {max(steps)}" if steps else "to run"
+
+
+def pending_evaluations(cell: Cell, runs_root: Path) -> list[str]:
+    run = cell.run_dir(runs_root)
+    return [b for b in cell.benchmarks if not (run / "eval" / f"{b}.json").exists()]
+
+
+def launcher_overrides(launcher: str) -> list[str]:
+    return ["hydra/launcher=slurm"] if launcher == "slurm" else []
+
+
+def _sweep(values) -> str:
+    return ",".join(str(v) for v in sorted(set(values), key=str))
+
+
+def training_commands(cfg: DictConfig, spec: dict, todo: list[Cell]) -> list[list[str]]:
+    """One multirun per table row over the models x training sets x seeds that have work
+    left (cells already COMPLETED inside that product return at once)."""
+    runs_root = Path(cfg.runs_root)
+    commands = []
+    for i, row in enumerate(spec["rows"]):
+        mine = [c for c in todo if c.row == i]
+        if not mine:
+            continue
+        match = "".join(f"__{k}=${{{k}}}" for k in row.get("match", {}))
+        commands.append([
+            sys.executable, "-m", "aggc.train", "-m",
+            f"model={_sweep(c.model for c in mine)}", f"data={_sweep(c.data for c in mine)}",
+            f"strategy={row['strategy']}", f"clip={row['clip']}", *(f"{k}={v}" for k, v in row.get("match", {}).items()),
+            f"seed={_sweep(c.seed for c in mine)}", f"runs_root={runs_root}", f"hydra.sweep.dir={runs_root}",
+            f"hydra.sweep.subdir=${{model.name}}/${{data.name}}/${{strategy.name}}-${{clip.name}}{match}/seed${{seed}}",
+            *spec["grid"].get("train_args", []), *shlex.split(cfg.train_args), *launcher_overrides(cfg.launcher),
+        ])
+    return commands
+
+
+def evaluation_commands(cfg: DictConfig, spec: dict, pending: dict[str, list[Path]]) -> list[list[str]]:
+    """One evaluation multirun per benchmark over the runs still missing its result."""
+    return [
+        [sys.executable, "-m", "aggc.evaluate", "-m", f"eval={bench}", "run=" + ",".join(f"'{r}'" for r in runs),
+         f"hydra.sweep.dir={Path(cfg.runs_root) / 'eval-jobs' / bench}",
+         *spec["grid"].get("eval_args", []), *shlex.split(cfg.eval_args), *launcher_overrides(cfg.launcher)]
+        for bench, runs in pending.items() if runs
+    ]
+
+
+def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[str]], list[list[str]]]:
+    """Print every cell with its state; write the cells files; return the commands."""
+    runs_root = Path(cfg.runs_root)
+    grid = cells(spec)
+    todo = [c for c in grid if training_status(c.run_dir(runs_root)) != "done"]
+    pending: dict[str, list[Path]] = {}
+    lines = []
+    for c in grid:
+        run = c.run_dir(runs_root)
+        evals = pending_evaluations(c, runs_root)
+        for bench in evals:
+            pending.setdefault(bench, []).append(run)
+        state = training_status(run)
+        lines.append(f"  {c.model:<22} {c.data:<14} {spec['rows'][c.row]['label']:<16} seed {c.seed}  "
+                     f"train: {state:<18} eval: {', '.join(f'{b} ' + ('to run' if b in evals else 'done') for b in c.benchmarks)}")
+    n_evals = sum(len(c.benchmarks) for c in grid)
+    print(f"{spec['name']}: {len(spec['models'])} models x {len(spec['rows'])} rows x {len(spec['grid']['datasets'])} "
+          f"training sets x {len(spec['grid']['seeds'])} seeds = {len(grid)} training cells, {n_evals} evaluations")
+    print("\n".join(lines))
+    print(f"to do: {len(todo)} of {len(grid)} training cells, {sum(map(len, pending.values()))} of {n_evals} evaluations "
+          f"(launcher: {cfg.launcher})")
+
+    plan_dir = runs_root / "plan"
+    plan_dir.mkdir(parents=True, exist_ok=True)
+    extra_train = [*spec["grid"].get("train_args", []), *shlex.split(cfg.train_args)]
+    extra_eval = [*spec["grid"].get("eval_args", []), *shlex.split(cfg.eval_args)]
+    train_file, eval_file = plan_dir / f"{spec['name']}.train.txt", plan_dir / f"{spec['name']}.eval.txt"
+    atomic_write_text(train_file, "".join(shlex.join(c.train_overrides(runs_root) + extra_train) + "\n" for c in todo))
+    atomic_write_text(eval_file, "".join(shlex.join([f"run={r}", f"eval={b}", *extra_eval]) + "\n"
+                                         for b, runs in pending.items() for r in runs))
+    print(f"cells files (for slurm/array.sbatch): {train_file} ({len(todo)} lines), {eval_file} "
+          f"({sum(map(len, pending.values()))} lines)")
+    return training_commands(cfg, spec, todo), evaluation_commands(cfg, spec, pending)
+
+
+def run_all(commands: list[list[str]], launcher: str) -> None:
+    """Locally one after the other (they share the GPU); on Slurm all at once (each is an
+    array job that the launcher waits for)."""
+    if launcher == "slurm":
+        procs = [subprocess.Popen(c) for c in commands]
+        failed = [c for c, p in zip(commands, procs) if p.wait() != 0]
+    else:
+        failed = [c for c in commands if subprocess.run(c).returncode != 0]
+    if failed:
+        raise SystemExit("failed: " + "; ".join(shlex.join(c[2:]) for c in failed))
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="grid", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    if cfg.launcher not in LAUNCHERS:
+        raise ConfigError(f"launcher={cfg.launcher!r}: must be one of {', '.join(LAUNCHERS)}")
+    spec = OmegaConf.to_container(cfg.table, resolve=True)
+    train, evaluate = plan(cfg, spec)
+    for command in train + evaluate:
+        shown = [f"run=<{a.count(',') + 1} runs>" if a.startswith("run=") else a for a in command[1:]]
+        print(("would run: " if cfg.dry_run else "running: ") + shlex.join(shown))
+    if cfg.dry_run:
+        return
+    run_all(train, cfg.launcher)
+    run_all(evaluate, cfg.launcher)
+    from .tables import write
+
+    paths = write(spec, Path(cfg.runs_root), Path(cfg.paper_dir), Path(cfg.out_dir))
+    print(Path(paths["md"]).read_text())
+    print("written:", ", ".join(str(p) for p in paths.values()))
+
+
+if __name__ == "__main__":
+    main()

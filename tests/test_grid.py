@@ -1,0 +1,60 @@
+"""`make table1`'s planner: the full grid, what exists, and cells files, without running anything."""
+
+import subprocess
+import sys
+
+from aggc.paths import ROOT
+
+
+def plan(runs_root, *overrides):
+    proc = subprocess.run([sys.executable, "-m", "aggc.grid", "table=table1", "dry_run=true", f"runs_root={runs_root}", *overrides],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_dry_run_lists_the_table1_grid_and_runs_nothing(tmp_path):
+    """3 models x 4 rows (incl. LoRA without clipping) x 3 training sets x 3 seeds = 108
+    training cells; each evaluated on its training set's benchmarks (2+2+1) -> 180."""
+    out = plan(tmp_path)
+    assert "= 108 training cells, 180 evaluations" in out
+    assert "to do: 108 of 108 training cells, 180 of 180 evaluations" in out
+    cell_lines = [line for line in out.splitlines() if " seed " in line and "train:" in line]
+    assert len(cell_lines) == 108
+    assert sum("LoRA (no clip)" in line for line in cell_lines) == 27
+    assert sum(line.count(" to run") for line in cell_lines) == 108 + 180
+    assert out.count("would run: -m aggc.train -m") == 4 and out.count("would run: -m aggc.evaluate -m") == 5
+    assert "eval=mt_bench 'run=<36 runs>'" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan"]  # nothing trained, nothing evaluated
+    train_cells = (tmp_path / "plan" / "table1.train.txt").read_text().splitlines()
+    assert len(train_cells) == 108 and len((tmp_path / "plan" / "table1.eval.txt").read_text().splitlines()) == 180
+    assert train_cells[0] == (f"model=llama2_7b data=metamathqa strategy=full_ft clip=global seed=0 runs_root={tmp_path} "
+                              f"hydra.run.dir={tmp_path}/llama2_7b/metamathqa/full_ft-global/seed0 train=paper_sft")
+
+
+def test_finished_cells_are_skipped_and_interrupted_ones_resume(tmp_path):
+    """A COMPLETED, evaluated cell leaves the plan; a killed one shows where it resumes."""
+    done = tmp_path / "mistral_7b" / "metamathqa" / "aggc-aggc" / "seed1"
+    (done / "eval").mkdir(parents=True)
+    (done / "COMPLETED").touch()
+    (done / "eval" / "gsm8k.json").write_text("{}")
+    partial = tmp_path / "gemma_7b" / "wizardlm" / "lora-none" / "seed2"
+    (partial / "checkpoints" / "checkpoint-500").mkdir(parents=True)
+    (partial / "checkpoints" / "checkpoint-1000").mkdir()
+
+    out = plan(tmp_path)
+    assert "to do: 107 of 108 training cells, 179 of 180 evaluations" in out
+    line = next(li for li in out.splitlines() if li.split()[:2] == ["mistral_7b", "metamathqa"] and "AGGC" in li and "seed 1" in li)
+    assert "train: done" in line and "gsm8k done" in line and "math to run" in line
+    assert "resumes at step 1000" in next(li for li in out.splitlines() if li.split()[:2] == ["gemma_7b", "wizardlm"]
+                                        and "no clip" in li and "seed 2" in li)
+    train_cells = (tmp_path / "plan" / "table1.train.txt").read_text()
+    assert f"hydra.run.dir={done} " not in train_cells and f"hydra.run.dir={partial} " in train_cells
+    assert f"run={done} eval=gsm8k" not in (tmp_path / "plan" / "table1.eval.txt").read_text()
+
+
+def test_slurm_launcher_and_bad_launcher(tmp_path):
+    assert "hydra/launcher=slurm" in plan(tmp_path, "launcher=slurm")
+    proc = subprocess.run([sys.executable, "-m", "aggc.grid", "table=table1", "dry_run=true", "launcher=pbs",
+                           f"runs_root={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and "launcher='pbs'" in proc.stderr
