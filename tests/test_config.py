@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from aggc.config import ConfigError, validate
-from aggc.paths import CONF_DIR
+from aggc.paths import CONF_DIR, ROOT
 
 GROUPS = ("model", "data", "strategy", "clip", "train", "experiment")
 
@@ -103,6 +103,19 @@ def test_fsdp_on_cpu_refuses_instead_of_training_ddp():
     with pytest.raises(ConfigError, match="silently train plain DDP"):
         check_hardware(cfg, cuda_available=False)
     check_hardware(cfg, cuda_available=True)
+    plain = composed()
+    with pytest.raises(ConfigError, match="accelerate launch asked for FSDP"):  # experiments/accelerate/fsdp2.yaml
+        check_hardware(plain, cuda_available=False, environ={"ACCELERATE_USE_FSDP": "true"})
+    check_hardware(plain, cuda_available=False, environ={})
+
+
+def test_shipped_accelerate_configs_load():
+    """Every config under experiments/accelerate parses as accelerate's own config."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {p.stem: load_config_from_file(str(p)) for p in (ROOT / "experiments" / "accelerate").glob("*.yaml")}
+    assert kinds["ddp"].distributed_type == "MULTI_GPU"
+    assert kinds["fsdp2"].distributed_type == "FSDP" and kinds["fsdp2"].fsdp_config["fsdp_version"] == 2
 
 
 def test_deepspeed_is_refused_for_clip_modes_that_need_live_gradients():

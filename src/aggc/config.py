@@ -6,6 +6,8 @@ sweep fails in a second, not after a model has been loaded.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -28,12 +30,21 @@ def clip_config(cfg: DictConfig) -> ClipConfig:
     return ClipConfig.from_dict(values)
 
 
-def check_hardware(cfg: DictConfig, cuda_available: bool) -> None:
-    """Settings that cannot take effect on this machine refuse to start, never fall back."""
-    if cfg.train.fsdp and not cuda_available:
+def check_hardware(cfg: DictConfig, cuda_available: bool, environ: Mapping[str, str] = os.environ) -> None:
+    """Settings that cannot take effect on this machine refuse to start, never fall back.
+    FSDP is asked for by `train.fsdp` or by `accelerate launch` with an FSDP config (which
+    sets ACCELERATE_USE_FSDP)."""
+    if cuda_available:
+        return
+    if cfg.train.fsdp:
         raise ConfigError(
             f"train.fsdp={cfg.train.fsdp}: accelerate enables FSDP only on GPU backends; on CPU the run would "
             "silently train plain DDP. Run on GPUs, or set train.fsdp=null"
+        )
+    if environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        raise ConfigError(
+            "accelerate launch asked for FSDP (ACCELERATE_USE_FSDP), but there is no GPU: accelerate would silently "
+            "train plain DDP. Run on GPUs, or launch with experiments/accelerate/ddp.yaml"
         )
 
 
