@@ -1,6 +1,7 @@
-"""`make demo`'s exact commands (train multiruns -> evaluate multirun -> tables), shrunk:
+"""`make demo` (aggc.grid: train multiruns -> evaluate multirun -> tables), shrunk:
 one seed, a few steps, a few problems. The full demo is `make demo` (about 8 minutes)."""
 
+import json
 import subprocess
 
 import pytest
@@ -22,3 +23,5 @@ def test_demo_pipeline_writes_the_mini_table(tmp_path):
         row = next(line for line in table.splitlines() if line.startswith("|") and line.split("|")[2].strip() == label)
         assert "(n=1)" in row, row  # every strategy trained and evaluated
     assert (tmp_path / "out" / "group_norms.png").exists()
+    timing = json.loads((tmp_path / "out" / "table1.timing.json").read_text())
+    assert set(timing["seconds"]) == {"train", "evaluate", "tables"} and timing["cells"] == 4

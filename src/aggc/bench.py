@@ -8,18 +8,22 @@ C, A, B, C, ...), as the median of the repetitions after warm-up. Writes
    modules (224 adapter pairs), every dimension divided by `--scale` to fit memory;
 2. device->host synchronisations per clip step;
 3. optimizer steps of a tiny Llama + LoRA with clip none / global / AGGC;
-4. the clipper's own memory per group, and peak RSS of training with and without AGGC.
+4. the clipper's own memory per group, and peak RSS of training with and without AGGC;
+5. with `--demo`: wall time of `make demo`'s stages (train, evaluate, tables; setup and
+   the cached tiny base model excluded), so end-to-end regressions show.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -239,6 +243,14 @@ def cpu_name() -> str:
     return platform.machine()
 
 
+def demo_stages(work_dir: Path) -> dict:
+    """Run `make demo`'s pipeline (aggc.grid, table=demo) in `work_dir`; its stage timings."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run([sys.executable, "-m", "aggc.grid", "table=demo", f"runs_root={work_dir / 'runs'}",
+                    f"out_dir={work_dir / 'out'}"], check=True, env=env)
+    return json.loads((work_dir / "out" / "table1.timing.json").read_text())
+
+
 def markdown(result: dict) -> str:
     k = result["clip_kernel"]
     lines = [
@@ -272,6 +284,10 @@ def markdown(result: dict) -> str:
     ]
     if "peak_rss_mb" in result:
         lines += [f"- peak RSS of tiny training, {m}: {v:.0f} MB" for m, v in result["peak_rss_mb"].items()]
+    if "demo" in result:
+        stages = result["demo"]["seconds"]
+        lines += ["", f"## End to end: `make demo` ({result['demo']['cells']} training cells), wall time", "",
+                  *(f"- {stage}: {s / 60:.1f} min" for stage, s in stages.items()), f"- total: {sum(stages.values()) / 60:.1f} min"]
     return "\n".join(lines) + "\n"
 
 
@@ -281,6 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--name", default=None, help="output name (default: the device)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR / "bench")
+    parser.add_argument("--demo", action="store_true", help="also time make demo's stages (about 8 minutes on 2 cores)")
     args = parser.parse_args(argv)
 
     repeats, warmup = (1, 1) if args.quick else (7, 2)
@@ -301,6 +318,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if not args.quick and args.device == "cpu":
         result["peak_rss_mb"] = {m: peak_rss_mb(m, 20) for m in ("none", "aggc")}
+    if args.demo:
+        with tempfile.TemporaryDirectory() as work_dir:
+            result["demo"] = demo_stages(Path(work_dir))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     name = args.name or ("quick" if args.quick else args.device.split(":")[0])
     (args.out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

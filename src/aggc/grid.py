@@ -7,14 +7,17 @@ Hydra launcher: one training multirun per table row, one evaluation multirun per
 benchmark, then the tables. Cells whose `COMPLETED` and result files exist are skipped;
 interrupted ones resume (each cell's run directory is fixed by its choices).
 `dry_run=true` prints the plan and writes the pending cells as "cells files" (one line
-of overrides per job) for `slurm/array.sbatch`, without running anything.
+of overrides per job) for `slurm/array.sbatch`, without running anything. Each stage's
+wall time goes to `<out_dir>/<table>.timing.json`, so regressions show.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,13 +178,19 @@ def main(cfg: DictConfig) -> None:
         print(("would run: " if cfg.dry_run else "running: ") + shlex.join(shown))
     if cfg.dry_run:
         return
-    run_all(train, cfg.launcher)
-    run_all(evaluate, cfg.launcher)
     from .tables import write
 
-    paths = write(spec, Path(cfg.runs_root), Path(cfg.paper_dir), Path(cfg.out_dir))
+    seconds = {}
+    for stage, work in (("train", lambda: run_all(train, cfg.launcher)), ("evaluate", lambda: run_all(evaluate, cfg.launcher)),
+                        ("tables", lambda: write(spec, Path(cfg.runs_root), Path(cfg.paper_dir), Path(cfg.out_dir)))):
+        started = time.time()
+        paths = work()
+        seconds[stage] = round(time.time() - started, 1)
+    timing = Path(cfg.out_dir) / f"{spec['name']}.timing.json"
+    atomic_write_text(timing, json.dumps({"seconds": seconds, "cells": len(cells(spec)), "launcher": cfg.launcher}, indent=1) + "\n")
     print(Path(paths["md"]).read_text())
-    print("written:", ", ".join(str(p) for p in paths.values()))
+    print("written:", ", ".join(str(p) for p in [*paths.values(), timing]))
+    print("wall time per stage (s):", seconds)
 
 
 if __name__ == "__main__":
