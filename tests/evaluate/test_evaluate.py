@@ -59,6 +59,19 @@ def test_math_records_evaluate_with_three_scorers(run):
     assert result["score"] == result["scores"]["reference"]
 
 
+@pytest.mark.parametrize("bench, ids", [("humaneval", ["HumanEval/0", "HumanEval/10", "HumanEval/53"]), ("mbpp", [11, 12, 367])])
+def test_code_benchmarks_run_generated_code_in_the_sandbox(run, bench, ids):
+    """Real HumanEval / MBPP records, the tiny model's code executed in the sandbox: pass@1
+    and the timeout / out-of-memory rates are the means of the per-sample verdicts."""
+    proc = evaluate_cli(f"run={run}", f"eval={bench}", f"eval.data={FIXTURES / f'{bench}_sample.jsonl'}", "max_gen_toks=16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run / "eval" / f"{bench}.json").read_text())
+    assert [s["task_id"] for s in result["samples"]] == ids and result["score"] == result["scores"]["pass@1"]
+    for score, field in (("pass@1", "code_pass@1"), ("timed_out", "code_timed_out"), ("out_of_memory", "code_out_of_memory")):
+        assert result["scores"][score] == pytest.approx(100 * sum(s[field] for s in result["samples"]) / len(ids))
+    assert all("code_extracted" in s for s in result["samples"])
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

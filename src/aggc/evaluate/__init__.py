@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..config import ConfigError
 from ..paths import ROOT
@@ -92,6 +92,8 @@ def load_backend(cfg: DictConfig, final: Path):
 def evaluate(cfg: DictConfig) -> Path:
     """Evaluate `cfg.run`'s final model on `cfg.eval`; returns the result file."""
     run, final = check_inputs(cfg)
+    if cfg.chat_template is None:  # as the model was trained
+        cfg.chat_template = bool(OmegaConf.load(run / "config.yaml").model.get("chat_template", False))
     out_dir = run / "eval"
     path = out_dir / f"{cfg.eval.name}.json"
     if path.exists() and not cfg.force:
@@ -127,7 +129,7 @@ def evaluate_lm_eval(cfg: DictConfig, final: Path, out_dir: Path) -> dict:
 
     lm = load_backend(cfg, final)
     results = lm_eval.simple_evaluate(
-        model=lm, tasks=[task], task_manager=TaskManager(), log_samples=True, limit=cfg.eval.limit,
+        model=lm, tasks=[task], task_manager=TaskManager(include_defaults=False), log_samples=True, limit=cfg.eval.limit,
         use_cache=str(out_dir / "cache" / cfg.eval.name), apply_chat_template=cfg.chat_template,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
     )

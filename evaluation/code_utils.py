@@ -1,0 +1,135 @@
+"""lm-eval hooks of `humaneval.yaml` and `mbpp.yaml`: response -> code -> test program ->
+verdict, executed by the project's own sandbox (`aggc.evaluate.sandbox`; lm-eval's code
+scorer fetches a metric from the hub and cannot run offline).
+
+The pipeline of one response:
+
+1. `extract_code` (the authors' post-processing, PiSSA `utils/code_process.py`, made a
+   little more careful): `\\r` removed; the first ```python fenced block (else the first
+   fenced block of any language, else the raw text); then cut before the first top-level
+   `if __name__ == "__main__":`, `# Example usage` or `assert` line (the model's own demo
+   code and tests; the authors cut at the first occurrence anywhere, which could also cut
+   an `assert` inside the function body).
+2. `solutions` (the task's filter, so lm-eval's per-sample log shows the code that ran):
+   HumanEval -- the problem's prompt (signature, docstring, imports, helper functions)
+   followed by the code. If the code defines the entry point itself, it comes after the
+   prompt on its own (dedented) and replaces the prompt's body-less stub; this keeps the
+   prompt's imports and helpers, which evalplus also has (it runs prompt + completion).
+   If not, the code is taken as the function body and appended to the prompt.
+   MBPP -- the code as it is.
+3. `process_results`: the test program -- HumanEval: solution + `test` + `check(<entry
+   point>)`; MBPP: solution + `test_setup_code` + the three `test_list` asserts (setup after
+   the solution: the only test-split record with setup code, task 367, builds its trees
+   with the solution's `Node` class) -- run in the sandbox with `TIMEOUT` and `MEMORY`;
+   pass@1 is 1 when it runs to its end.
+
+Only the benchmarks' base tests are scored: the evalplus "plus" tests (HumanEval+,
+MBPP+) are not available offline. `challenge_test_list` of MBPP is not scored (as usual).
+
+The filter also runs every program of the task in parallel (`WORKERS` at a time) and
+keeps the outcomes for `process_results`, which lm-eval calls one document at a time;
+a program that is not found there is run on the spot, with the same result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import textwrap
+
+from aggc.evaluate.sandbox import Outcome, run_many, run_program
+
+TIMEOUT = 10.0  # wall-clock seconds per test program (all tests of one problem)
+MEMORY = 1 << 30  # bytes of address space per test program (RLIMIT_AS)
+WORKERS = None  # programs run at once by the filter; None = the CPU count, at most 8
+MBPP_TEST_IDS = range(11, 511)  # google-research mbpp/README.md: task ids 11-510 are the test set
+
+_PYTHON_FENCE = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S | re.I)
+_ANY_FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
+_CUT = re.compile(r"""^(?:if\s+__name__\s*==\s*["']__main__["']\s*:|# Example usage|assert\b)""", re.M)
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
+
+
+def extract_code(response: str) -> str:
+    """The code in a model response (see the module docstring, step 1)."""
+    text = response.replace("\r", "")
+    match = _PYTHON_FENCE.search(text) or _ANY_FENCE.search(text)
+    code = match.group(1) if match else text
+    cut = _CUT.search(code)
+    if cut:
+        code = code[: cut.start()]
+    return _LEADING_BLANK_LINES.sub("", code).rstrip()
+
+
+def defines(code: str, name: str) -> bool:
+    """Whether `code` has a `def name(` (at any indentation)."""
+    return re.search(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(name)}[ \t]*\(", code, re.M) is not None
+
+
+def humaneval_solution(doc: dict, response: str) -> str:
+    code = extract_code(response)
+    if defines(code, doc["entry_point"]):
+        return doc["prompt"] + "\n" + textwrap.dedent(code) + "\n"
+    return doc["prompt"] + code + "\n"
+
+
+def mbpp_solution(doc: dict, response: str) -> str:
+    return extract_code(response) + "\n"
+
+
+def is_humaneval(doc: dict) -> bool:
+    return "entry_point" in doc
+
+
+def solution(doc: dict, response: str) -> str:
+    return humaneval_solution(doc, response) if is_humaneval(doc) else mbpp_solution(doc, response)
+
+
+def build_program(doc: dict, solution_code: str) -> str:
+    """The program whose clean run is a pass (see the module docstring, step 3)."""
+    if is_humaneval(doc):
+        return f"{solution_code}\n\n{doc['test']}\n\ncheck({doc['entry_point']})\n"
+    setup = doc.get("test_setup_code") or ""
+    tests = "\n".join(doc["test_list"])
+    return f"{solution_code}\n\n{setup}\n\n{tests}\n"
+
+
+_outcomes: dict[str, Outcome] = {}  # program digest -> outcome, filled by `solutions`
+
+
+def _key(program: str) -> str:
+    return hashlib.sha256(f"{TIMEOUT}|{MEMORY}|{program}".encode()).hexdigest()
+
+
+def solutions(resps: list[list[str]], docs: list[dict]) -> list[str]:
+    """lm-eval `custom` filter: each document's (first) response -> its solution code (like
+    lm-eval's `take_first`, one string per document); also runs all the test programs in
+    parallel and keeps the outcomes for `process_results`."""
+    out = [solution(doc, resp[0]) for resp, doc in zip(resps, docs)]
+    programs = {_key(p): p for p in (build_program(doc, s) for doc, s in zip(docs, out))}
+    todo = [k for k in programs if k not in _outcomes]
+    for key, outcome in zip(todo, run_many([programs[k] for k in todo], workers=WORKERS, timeout=TIMEOUT, memory=MEMORY)):
+        _outcomes[key] = outcome
+    return out
+
+
+def run_tests(doc: dict, solution_code: str) -> Outcome:
+    program = build_program(doc, solution_code)
+    return _outcomes.pop(_key(program), None) or run_program(program, timeout=TIMEOUT, memory=MEMORY)
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, float]:
+    """`results[0]` is the `solutions` filter's output for this document."""
+    code = results[0][0] if isinstance(results[0], list) else results[0]
+    outcome = run_tests(doc, code)
+    return {
+        "pass@1": float(outcome.status == "passed"),
+        "timed_out": float(outcome.status == "timeout"),
+        "out_of_memory": float(outcome.status == "out_of_memory"),
+    }
+
+
+def mbpp_test_split(dataset):
+    """lm-eval `process_docs` of MBPP: only the test problems (task ids 11-510) of the full
+    `mbpp.jsonl`; a file that holds only the test split passes through unchanged."""
+    return dataset.filter(lambda doc: doc["task_id"] in MBPP_TEST_IDS)
