@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test test-fast train demo table1 tables bench clean
+.PHONY: setup test test-fast train demo demo-real table1 tables bench clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,14 @@ DEMO_EVAL_ARGS ?=
 demo: setup
 	$(OFFLINE) $(PY) -m aggc.grid table=demo runs_root=$(DEMO_RUNS) out_dir=$(DEMO_OUT) 'table.grid.seeds=[$(DEMO_SEEDS)]' \
 		"train_args='$(DEMO_TRAIN_ARGS)'" "eval_args='$(DEMO_EVAL_ARGS)'"
+
+# The same pipeline on a real pretrained model, on CPU (about 1.5 hours on 2 cores):
+# SmolLM2-135M-Instruct, Base / LoRA / AGGC / LoRA without clipping x 3 seeds, GSM8K.
+DEMO_REAL_RUNS ?= runs/demo-real
+DEMO_REAL_OUT ?= results/demo-real
+DEMO_REAL_ARGS ?=
+demo-real: setup
+	$(OFFLINE) $(PY) -m aggc.grid table=demo_real runs_root=$(DEMO_REAL_RUNS) out_dir=$(DEMO_REAL_OUT) $(DEMO_REAL_ARGS)
 
 # The paper's Table 1 grid (3 models x 4 rows x 3 training sets x 3 seeds, then GSM8K, MATH,
 # HumanEval, MBPP, MT-Bench) on a GPU cluster. DRY_RUN=1 prints the plan and writes the

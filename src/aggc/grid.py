@@ -65,7 +65,7 @@ def cells(spec: dict) -> list[Cell]:
         for model in spec["models"]
         for data, benchmarks in grid["datasets"].items()
         for i, row in enumerate(spec["rows"])
-        for seed in grid["seeds"]
+        for seed in row.get("seeds", grid["seeds"])  # e.g. the untrained base: one seed is all there is
     ]
 
 
@@ -133,7 +133,7 @@ def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[str]], list[list[str]]]
         for bench in evals:
             pending.setdefault(bench, []).append(run)
         state = training_status(run)
-        lines.append(f"  {c.model:<22} {c.data:<14} {spec['rows'][c.row]['label']:<16} seed {c.seed}  "
+        lines.append(f"  {c.model:<22} {c.data:<14} {spec['rows'][c.row]['label']:<20} seed {c.seed}  "
                      f"train: {state:<18} eval: {', '.join(f'{b} ' + ('to run' if b in evals else 'done') for b in c.benchmarks)}")
     n_evals = sum(len(c.benchmarks) for c in grid)
     print(f"{spec['name']}: {len(spec['models'])} models x {len(spec['rows'])} rows x {len(spec['grid']['datasets'])} "

@@ -3,6 +3,7 @@
 import json
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,6 +134,23 @@ def test_strategies_train_and_log_their_groups(tmp_path, overrides, groups, adap
     assert all(("lora_" in n) == adapter_only for n in state["param_names"])
     if "strategy=dora" in overrides:
         assert any("lora_magnitude_vector" in n for n in state["param_names"])
+
+
+def test_base_strategy_keeps_the_model_as_it_comes(tmp_path):
+    """strategy=base trains nothing: final/ holds the base model's exact weights, so the
+    evaluation stage can score "no training" like any other run."""
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForCausalLM
+
+    from aggc.models import load_model_and_tokenizer
+
+    cfg = config("strategy=base")
+    sft.run(cfg, tmp_path)
+    assert (tmp_path / "COMPLETED").exists() and not (tmp_path / "checkpoints").exists()
+    base, _ = load_model_and_tokenizer(OmegaConf.to_container(cfg.model, resolve=True), Path(cfg.cache_dir))
+    final = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
+    for (name, a), (_, b) in zip(base.state_dict().items(), final.state_dict().items()):
+        assert torch.equal(a, b), name
 
 
 def test_cli_sweep_gives_each_job_its_run_directory(tmp_path):

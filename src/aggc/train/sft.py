@@ -128,6 +128,11 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     set_seed(cfg.seed)
     started = time.time()
     model, tokenizer = load_model_and_tokenizer(OmegaConf.to_container(cfg.model, resolve=True), Path(cfg.cache_dir))
+    if not cfg.strategy.get("trains", True):  # strategy=base: the untrained model is the result
+        if main_process:
+            save_final(model, tokenizer, run_dir / "final")
+            rundir.mark_completed(run_dir, {"global_step": 0})
+        return run_dir
     model = apply_strategy(model, cfg.strategy)
     dataset = tokenize_for_sft(records, tokenizer, cfg.data.max_length, cfg.model.chat_template)
 
