@@ -3,7 +3,9 @@
 import subprocess
 import sys
 
-from aggc.paths import ROOT
+from hydra import compose, initialize_config_dir
+
+from aggc.paths import CONF_DIR, ROOT
 
 
 def plan(runs_root, *overrides):
@@ -53,8 +55,14 @@ def test_finished_cells_are_skipped_and_interrupted_ones_resume(tmp_path):
     assert f"run={done} eval=gsm8k" not in (tmp_path / "plan" / "table1.eval.txt").read_text()
 
 
-def test_slurm_launcher_and_bad_launcher(tmp_path):
-    assert "hydra/launcher=slurm" in plan(tmp_path, "launcher=slurm")
+def test_slurm_launchers_and_a_bad_launcher(tmp_path):
+    """LAUNCHER names a launcher config; `slurm_local` is `slurm` sized for the local test cluster."""
+    assert plan(tmp_path, "launcher=slurm").count(" hydra/launcher=slurm\n") == 4 + 5
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        hydra = compose("config", overrides=["hydra/launcher=slurm_local"], return_hydra_config=True).hydra
+    assert hydra.launcher.partition == "local" and hydra.launcher.gpus_per_node == 0
+    assert hydra.launcher.max_num_timeout == 3 and hydra.launcher.array_parallelism == 16  # from slurm.yaml
+    assert hydra.launcher._target_.endswith("SlurmLauncher")
     proc = subprocess.run([sys.executable, "-m", "aggc.grid", "table=table1", "dry_run=true", "launcher=pbs",
                            f"runs_root={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode != 0 and "launcher='pbs'" in proc.stderr
+    assert proc.returncode != 0 and "launcher='pbs'" in proc.stderr and "slurm_local" in proc.stderr

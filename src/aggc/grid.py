@@ -28,7 +28,7 @@ from .config import ConfigError
 from .paths import CONF_DIR
 from .train.rundir import atomic_write_text, checkpoint_step
 
-LAUNCHERS = ("local", "slurm")
+LAUNCHER_DIR = CONF_DIR / "hydra" / "launcher"
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,15 @@ def pending_evaluations(cell: Cell, runs_root: Path) -> list[str]:
 
 
 def launcher_overrides(launcher: str) -> list[str]:
-    return ["hydra/launcher=slurm"] if launcher == "slurm" else []
+    """`local`: Hydra's own launcher, one job after another; otherwise a launcher config of
+    conf/hydra/launcher (`slurm`, `slurm_local`)."""
+    return [] if launcher == "local" else [f"hydra/launcher={launcher}"]
+
+
+def check_launcher(launcher: str) -> None:
+    names = ["local", *sorted(p.stem for p in LAUNCHER_DIR.glob("*.yaml"))]
+    if launcher not in names:
+        raise ConfigError(f"launcher={launcher!r}: must be one of {', '.join(names)}")
 
 
 def _sweep(values) -> str:
@@ -158,7 +166,7 @@ def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[str]], list[list[str]]]
 def run_all(commands: list[list[str]], launcher: str) -> None:
     """Locally one after the other (they share the GPU); on Slurm all at once (each is an
     array job that the launcher waits for)."""
-    if launcher == "slurm":
+    if launcher != "local":
         procs = [subprocess.Popen(c) for c in commands]
         failed = [c for c, p in zip(commands, procs) if p.wait() != 0]
     else:
@@ -169,8 +177,7 @@ def run_all(commands: list[list[str]], launcher: str) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="grid", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    if cfg.launcher not in LAUNCHERS:
-        raise ConfigError(f"launcher={cfg.launcher!r}: must be one of {', '.join(LAUNCHERS)}")
+    check_launcher(cfg.launcher)
     spec = OmegaConf.to_container(cfg.table, resolve=True)
     train, evaluate = plan(cfg, spec)
     for command in train + evaluate:

@@ -44,7 +44,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import ConfigError
 from ..data.formats import ALPACA_PROMPT
-from ..train.rundir import package_versions
 
 # FastChat common.py: the categories graded against a reference answer.
 NEED_REF_CATS = ("math", "reasoning", "coding", "arena-hard-200")
@@ -403,7 +402,6 @@ def _mean(values: list[float]) -> float | None:
 
 def evaluate_mt_bench(cfg: DictConfig, final: Path, out_dir: Path) -> dict:
     """Answer, judge and score MT-Bench with `final`; caches under `out_dir/cache/<name>/`."""
-    started = time.time()
     check_inputs(cfg)
     questions, prompts, refs = load_inputs(cfg)
     cache = Path(out_dir) / "cache" / cfg.eval.name
@@ -454,8 +452,7 @@ def evaluate_mt_bench(cfg: DictConfig, final: Path, out_dir: Path) -> dict:
         prompt_format = {"turn1": ALPACA_PROMPT, "next_turn": "{previous prompt} {answer}" + ALPACA_NEXT_TURN}
     else:
         prompt_format = "tokenizer.apply_chat_template(conversation so far, add_generation_prompt=True)"
-    return {
-        "benchmark": cfg.eval.name,
+    return {  # aggc.evaluate adds benchmark, chat_template, backend, seed, packages and seconds
         "score": scores["mean"],
         "scorer": f"MT-Bench single-answer grading (FastChat llm_judge), judge {judge.model}: "
         "mean 1-10 rating over the rated turns",
@@ -485,11 +482,6 @@ def evaluate_mt_bench(cfg: DictConfig, final: Path, out_dir: Path) -> dict:
         "generation": generation,
         "prompt": generation["prompt"],
         "prompt_format": prompt_format,
-        "chat_template": bool(cfg.chat_template),
-        "backend": cfg.backend,
-        "seed": cfg.seed,
         "config": OmegaConf.to_container(cfg.eval, resolve=True),
-        "packages": package_versions(),
-        "seconds": round(time.time() - started, 2),
         "samples": samples,
     }
