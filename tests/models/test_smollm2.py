@@ -42,6 +42,11 @@ def test_checkpoint_loads_as_an_instruct_llama():
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
 
 
+def test_missing_gguf_package_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make setup"):
+        load_model_and_tokenizer({**SPEC, "package": "no_such_package_aggc"}, cache_dir=tmp_path)
+
+
 def test_lora_aggc_logs_every_module_type(run):
     """LoRA on all seven linear module types with clip=aggc: every optimizer step logs a
     pre/post-clip norm for each of the seven groups."""

@@ -104,6 +104,6 @@ def test_a_crash_while_saving_leaves_no_cache_entry(tmp_path, monkeypatch):
 
 def test_unknown_model_kind_and_dtype_name_the_config_key(tmp_path):
     with pytest.raises(ValueError, match="model.kind"):
-        load_model_and_tokenizer({"kind": "gguf"}, tmp_path)
+        load_model_and_tokenizer({"kind": "onnx"}, tmp_path)
     with pytest.raises(ValueError, match="model.dtype"):
         load_model_and_tokenizer({"kind": "hub", "hub_id": "unused/offline", "dtype": "float16x"}, tmp_path)
