@@ -1,5 +1,5 @@
 """`make demo` (aggc.grid: train multiruns -> evaluate multirun -> tables), shrunk:
-one seed, a few steps, a few problems. The full demo is `make demo` (about 8 minutes)."""
+one seed, a few steps, a few problems. The full demo is `make demo` (about 6 minutes)."""
 
 import json
 import subprocess
