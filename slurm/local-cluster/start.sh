@@ -23,6 +23,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${AGGC_SLURM_STATE:-$HERE/.state}
+# shellcheck source=pids.sh
+. "$HERE/pids.sh"
 PARTITION=${AGGC_SLURM_PARTITION:-local}
 CTLD_PORT=${AGGC_SLURM_CTLD_PORT:-6817}
 SLURMD_PORT=${AGGC_SLURM_SLURMD_PORT:-6818}
@@ -36,14 +38,7 @@ cannot() { echo "start.sh: cannot start a local Slurm here: $*" >&2; exit 2; }
 
 # --- the daemons of this cluster, by pid file -----------------------------------------
 # alive NAME PIDFILE: the pid file names a live process of that program (not a reused pid)
-alive() {
-    local name=$1 pidfile=$2 pid comm
-    [[ -s $pidfile ]] || return 1
-    pid=$(<"$pidfile")
-    [[ $pid =~ ^[0-9]+$ ]] && [[ -r /proc/$pid/comm ]] || return 1
-    comm=$(<"/proc/$pid/comm") || return 1
-    [[ $comm == "$name"* ]]
-}
+alive() { live_pid "$1" "$2" >/dev/null; }
 
 show_logs() {
     local f

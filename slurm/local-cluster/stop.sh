@@ -10,6 +10,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${AGGC_SLURM_STATE:-$HERE/.state}
+# shellcheck source=pids.sh
+. "$HERE/pids.sh"
 CONF=$STATE/slurm.conf
 export SLURM_CONF=$CONF
 KEEP_JOBS=0
@@ -17,16 +19,6 @@ KEEP_JOBS=0
 
 say() { echo "stop.sh: $*"; }
 
-# the pid of pid file PIDFILE when it is a live NAME process (a stale file names nothing)
-live_pid() {
-    local name=$1 pidfile=$2 pid comm
-    [[ -s $pidfile ]] || return 1
-    pid=$(<"$pidfile")
-    [[ $pid =~ ^[0-9]+$ ]] && [[ -r /proc/$pid/comm ]] || return 1
-    comm=$(<"/proc/$pid/comm") || return 1
-    [[ $comm == "$name"* ]] || return 1
-    echo "$pid"
-}
 
 if ((KEEP_JOBS == 0)) && [[ -f $CONF ]] && live_pid slurmctld "$STATE/run/slurmctld.pid" >/dev/null; then
     jobs=$(timeout 10 squeue -h -o '%i' 2>/dev/null | paste -sd' ' || true)
