@@ -81,6 +81,11 @@ def pending_evaluations(cell: Cell, runs_root: Path) -> list[str]:
     return [b for b in cell.benchmarks if not (run / "eval" / f"{b}.json").exists()]
 
 
+def extra_args(cfg: DictConfig, spec: dict, stage: str) -> list[str]:
+    """The table's own overrides for a stage (`train_args` / `eval_args`), then the command line's."""
+    return [*spec["grid"].get(f"{stage}_args", []), *shlex.split(cfg[f"{stage}_args"])]
+
+
 def launcher_overrides(launcher: str) -> list[str]:
     """`local`: Hydra's own launcher, one job after another; otherwise a launcher config of
     conf/hydra/launcher (`slurm`, `slurm_local`)."""
@@ -113,7 +118,7 @@ def training_commands(cfg: DictConfig, spec: dict, todo: list[Cell]) -> list[lis
             f"strategy={row['strategy']}", f"clip={row['clip']}", *(f"{k}={v}" for k, v in row.get("match", {}).items()),
             f"seed={_sweep(c.seed for c in mine)}", f"runs_root={runs_root}", f"hydra.sweep.dir={runs_root}",
             f"hydra.sweep.subdir=${{model.name}}/${{data.name}}/${{strategy.name}}-${{clip.name}}{match}/seed${{seed}}",
-            *spec["grid"].get("train_args", []), *shlex.split(cfg.train_args), *launcher_overrides(cfg.launcher),
+            *extra_args(cfg, spec, "train"), *launcher_overrides(cfg.launcher),
         ])
     return commands
 
@@ -123,7 +128,7 @@ def evaluation_commands(cfg: DictConfig, spec: dict, pending: dict[str, list[Pat
     return [
         [sys.executable, "-m", "aggc.evaluate", "-m", f"eval={bench}", "run=" + ",".join(f"'{r}'" for r in runs),
          f"hydra.sweep.dir={Path(cfg.runs_root) / 'eval-jobs' / bench}",
-         *spec["grid"].get("eval_args", []), *shlex.split(cfg.eval_args), *launcher_overrides(cfg.launcher)]
+         *extra_args(cfg, spec, "eval"), *launcher_overrides(cfg.launcher)]
         for bench, runs in pending.items() if runs
     ]
 
@@ -152,8 +157,7 @@ def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[str]], list[list[str]]]
 
     plan_dir = runs_root / "plan"
     plan_dir.mkdir(parents=True, exist_ok=True)
-    extra_train = [*spec["grid"].get("train_args", []), *shlex.split(cfg.train_args)]
-    extra_eval = [*spec["grid"].get("eval_args", []), *shlex.split(cfg.eval_args)]
+    extra_train, extra_eval = extra_args(cfg, spec, "train"), extra_args(cfg, spec, "eval")
     train_file, eval_file = plan_dir / f"{spec['name']}.train.txt", plan_dir / f"{spec['name']}.eval.txt"
     atomic_write_text(train_file, "".join(shlex.join(c.train_overrides(runs_root) + extra_train) + "\n" for c in todo))
     atomic_write_text(eval_file, "".join(shlex.join([f"run={r}", f"eval={b}", *extra_eval]) + "\n"
