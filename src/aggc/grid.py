@@ -140,13 +140,14 @@ def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[str]], list[list[str]]]
     todo = [c for c in grid if training_status(c.run_dir(runs_root)) != "done"]
     pending: dict[str, list[Path]] = {}
     lines = []
+    label_width = max(len(row["label"]) for row in spec["rows"])
     for c in grid:
         run = c.run_dir(runs_root)
         evals = pending_evaluations(c, runs_root)
         for bench in evals:
             pending.setdefault(bench, []).append(run)
         state = training_status(run)
-        lines.append(f"  {c.model:<22} {c.data:<14} {spec['rows'][c.row]['label']:<20} seed {c.seed}  "
+        lines.append(f"  {c.model:<22} {c.data:<14} {spec['rows'][c.row]['label']:<{label_width}} seed {c.seed}  "
                      f"train: {state:<18} eval: {', '.join(f'{b} ' + ('to run' if b in evals else 'done') for b in c.benchmarks)}")
     n_evals = sum(len(c.benchmarks) for c in grid)
     print(f"{spec['name']}: {len(spec['models'])} models x {len(spec['rows'])} rows x {len(spec['grid']['datasets'])} "
