@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 from aggc.models import load_model_and_tokenizer
 from aggc.paths import CONF_DIR, ROOT
-from aggc.train.sft import apply_strategy, save_final
+from aggc.train.session import save_final
+from aggc.train.sft import apply_strategy
 
 pytestmark = pytest.mark.slow
 SPEC = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "smollm2_135m.yaml"))

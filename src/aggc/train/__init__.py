@@ -1,1 +1,22 @@
-"""The training stage: `python -m aggc.train model=... data=... strategy=... clip=... seed=...`."""
+"""The training stage: one run directory per cell, whichever trainer the cell needs."""
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+
+def run(cfg: DictConfig, run_dir: Path) -> Path:
+    """Train one cell: SFT (Full FT / LoRA / DoRA / AGGC) by default, GRPO when
+    `strategy.trainer=grpo`. Imported lazily: each trainer pulls in its own libraries."""
+    trainer = cfg.strategy.get("trainer", "sft")
+    if trainer == "grpo":
+        from .grpo import run as run_grpo
+
+        return run_grpo(cfg, run_dir)
+    if trainer == "sft":
+        from .sft import run as run_sft
+
+        return run_sft(cfg, run_dir)
+    from ..config import ConfigError
+
+    raise ConfigError(f"strategy.trainer={trainer!r}: must be sft or grpo")

@@ -7,7 +7,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ..paths import CONF_DIR
-from .sft import run
+from . import run
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

@@ -1,0 +1,150 @@
+"""What every trainer of the training stage shares (SFT, GRPO, GLUE): the run directory's
+life cycle around one HF-Trainer-family `train()` call.
+
+`open_run` writes config and manifest, finds the checkpoint to resume from and builds the
+clip callback; `finish_run` saves the final model, records peak memory and marks the run
+COMPLETED (written last, so a crash never leaves a run that looks done).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from ..clipping import ClipConfig
+from . import rundir
+from .callback import ClipCallback
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSession:
+    run_dir: Path
+    checkpoints: Path
+    resume: Path | None  # the whole checkpoint to resume from, if any
+    main_process: bool  # rank 0 under torchrun: the only writer of the run's files
+    callback: ClipCallback
+    metrics: rundir.MetricsLog | None
+    started: float = field(default_factory=time.time)
+
+    def train(self, trainer):
+        """`trainer.train()`, resumed when a checkpoint exists; the metrics log is closed even on a crash."""
+        try:
+            return trainer.train(resume_from_checkpoint=str(self.resume) if self.resume else None)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def open_run(cfg: DictConfig, run_dir: Path, clip: ClipConfig) -> RunSession:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = run_dir / "checkpoints"
+    resume = rundir.last_checkpoint(checkpoints)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        rundir.write_config(run_dir, cfg)
+        if resume is None or not (run_dir / "manifest.json").exists():
+            rundir.write_manifest(run_dir, cfg.seed, clip_mode=clip.mode, world_size=int(os.environ.get("WORLD_SIZE", "1")), resumed_from=[])
+        if resume is not None:
+            log.info("resuming from %s", resume)
+            resumed = rundir.read_json(run_dir / "manifest.json")["resumed_from"]
+            rundir.update_manifest(run_dir, resumed_from=resumed + [resume.name])
+    setup_wandb(cfg, run_dir)
+    resume_step = None if resume is None else rundir.checkpoint_step(resume)
+    metrics = rundir.MetricsLog(run_dir / "metrics.jsonl", resume_step=resume_step) if main_process else None
+    return RunSession(run_dir, checkpoints, resume, main_process, ClipCallback(clip, metrics, resume_from=resume), metrics)
+
+
+def finish_run(session: RunSession, trainer, tokenizer, result) -> None:
+    if not trainer.is_world_process_zero():
+        return
+    save_final(trainer.model, tokenizer, session.run_dir / "final")
+    rundir.update_manifest(session.run_dir, **peak_memory(), train_seconds=round(time.time() - session.started, 2),
+                           skipped_steps=session.callback.skipped_steps)
+    rundir.mark_completed(session.run_dir, {"global_step": trainer.state.global_step, "train_loss": result.training_loss})
+
+
+def trainer_arguments(cfg: DictConfig, output_dir: Path) -> dict:
+    """Keyword arguments of `TrainingArguments` (or a subclass: TRL's GRPOConfig) from `cfg.train`."""
+    t = cfg.train
+    full_ft = cfg.strategy.peft.method == "none"
+    return dict(
+        output_dir=str(output_dir),
+        learning_rate=t.full_ft_learning_rate if full_ft else t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a value < 1 is a fraction of the steps
+        weight_decay=t.weight_decay,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        bf16=bool(t.bf16) and torch.cuda.is_available(),
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        dataloader_num_workers=t.dataloader_num_workers,
+        activation_checkpointing=t.activation_checkpointing,
+        # FSDP2, full shard (the choice for Full FT of 7B models); the clipper all-reduces
+        # the squared norms of the DTensor gradient shards (tests/clipping/test_distributed.py).
+        fsdp="full_shard auto_wrap" if t.fsdp else "",
+        fsdp_config={"version": 2, "reshard_after_forward": True} if t.fsdp else None,
+        deepspeed=t.deepspeed,
+        # The clipper does all clipping (its `global` mode is clip_grad_norm_'s math);
+        # the Trainer's own clipping stays off so nothing is clipped twice.
+        max_grad_norm=0.0,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=[] if cfg.wandb.mode == "disabled" else ["wandb"],
+        run_name=output_dir.parent.name,
+        use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False,
+        save_only_model=False,
+    )
+
+
+def setup_wandb(cfg: DictConfig, run_dir: Path) -> None:
+    """wandb through the Trainer's integration; offline unless configured. The run id is
+    derived from the run directory so a resumed run continues the same wandb run."""
+    if cfg.wandb.mode == "disabled":
+        return
+    os.environ["WANDB_MODE"] = cfg.wandb.mode
+    os.environ["WANDB_DIR"] = str(run_dir)
+    os.environ["WANDB_PROJECT"] = cfg.wandb.project
+    if cfg.wandb.entity:
+        os.environ["WANDB_ENTITY"] = cfg.wandb.entity
+    os.environ["WANDB_RUN_ID"] = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    os.environ["WANDB_RESUME"] = "allow"
+
+
+def save_final(model, tokenizer, path: Path) -> None:
+    """Save the final model; adapters are merged into the base weights (the paper merges)."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    tmp = path.with_name(path.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def peak_memory() -> dict:
+    """Peak RSS of this process and, on GPU, torch's peak allocated memory (Table 8)."""
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available():
+        peak["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak
