@@ -32,6 +32,8 @@ def test_every_shipped_config_composes_and_validates(group, option):
     overrides = [f"{group}={option}"]
     if group == "clip" and option in ("aggc", "aggc_paper", "adagc", "none"):
         overrides.append("strategy=lora")  # adapter-only presets need adapters
+    if group == "train" and option == "paper_glue":
+        overrides += ["model=deberta_v3_base", "data=glue_cola"]  # Table 6: looked up by GLUE task and strategy
     cfg = composed(*overrides)
     validate(cfg)
     assert cfg[group if group != "experiment" else "model"] is not None

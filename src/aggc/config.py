@@ -14,9 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from .clipping import ClipConfig, ClipConfigError
 
-PEFT_METHODS = ("none", "lora", "dora")
+PEFT_METHODS = ("none", "lora", "dora", "bitfit")
 MODEL_KINDS = ("tiny", "gguf", "hub")
-DATA_KINDS = ("arith", "jsonl", "hub")
+DATA_KINDS = ("arith", "jsonl", "hub", "tsv")   # tsv: GLUE task files
 
 
 class ConfigError(ValueError):
@@ -63,11 +63,12 @@ def validate(cfg: DictConfig) -> ClipConfig:
     _choice("data.kind", cfg.data.kind, DATA_KINDS)
     method = cfg.strategy.peft.method
     _choice("strategy.peft.method", method, PEFT_METHODS)
-    if method == "none" and clip.groups == "lora" and clip.mode in ("aggc", "adagc", "none"):
+    if method in ("none", "bitfit") and clip.groups == "lora" and clip.mode in ("aggc", "adagc", "none"):
+        what = "a full fine-tune" if method == "none" else "BitFit"
         raise ConfigError(
-            f"clip.groups=lora with strategy={cfg.strategy.name}: a full fine-tune has no LoRA tensors; set clip.groups=trainable"
+            f"clip.groups=lora with strategy={cfg.strategy.name}: {what} has no LoRA tensors; set clip.groups=trainable"
         )
-    if method != "none":
+    if method in ("lora", "dora"):
         _positive_int("strategy.peft.r", cfg.strategy.peft.r)
         _positive("strategy.peft.alpha", cfg.strategy.peft.alpha)
         if not 0 <= cfg.strategy.peft.dropout < 1:

@@ -55,6 +55,18 @@ class Cell:
                 f"hydra.run.dir={self.run_dir(runs_root)}"]
 
 
+def tiny_version(spec: dict) -> dict:
+    """The table's grid shrunk to its `tiny` section: the same rows (or the named subset)
+    on the embedded tiny model, for a CPU check of the whole pipeline in minutes."""
+    tiny = spec.get("tiny")
+    if not tiny:
+        raise ConfigError(f"table={spec['name']}: no `tiny` section, so it has no tiny version")
+    rows = [r for r in spec["rows"] if r["label"] in tiny["rows"]] if "rows" in tiny else spec["rows"]
+    grid = {**spec["grid"], **{k: tiny[k] for k in ("seeds", "datasets", "train_args", "eval_args") if k in tiny}}
+    return {**spec, "models": tiny["models"], "rows": rows, "grid": grid, "columns": tiny.get("columns", spec["columns"]),
+            "where": tiny.get("where", {}), "title": f"{spec['title']} [tiny version: {', '.join(tiny['models'])}]"}
+
+
 def cells(spec: dict) -> list[Cell]:
     grid = spec.get("grid")
     if not grid:
@@ -64,9 +76,32 @@ def cells(spec: dict) -> list[Cell]:
              seed, tuple(benchmarks))
         for model in spec["models"]
         for data, benchmarks in grid["datasets"].items()
-        for i, row in enumerate(spec["rows"])
+        for i, row in enumerate(spec["rows"]) if not row.get("paper_only")  # e.g. Table 2's HAdapter: the paper's number only
         for seed in row.get("seeds", grid["seeds"])  # e.g. the untrained base: one seed is all there is
     ]
+
+
+def dataset_waves(cfg: DictConfig, spec: dict) -> dict[str, tuple[int, str | None]]:
+    """Each training set's wave and the training set it starts from. A task whose config
+    names `data.init_from` (Table 2: STS-B, RTE, MRPC start from the MNLI run) trains in
+    the wave after that task's; the rest in wave 1. Read from the training configs as the
+    training stage composes them (the table's and the command line's overrides included)."""
+    from hydra import compose
+
+    overrides = [a for a in extra_args(cfg, spec, "train") if not a.lstrip("+~").startswith("hydra")]
+    source = {d: compose("config", overrides=[f"data={d}", *overrides]).data.get("init_from") for d in spec["grid"]["datasets"]}
+
+    def wave(data: str, seen: tuple[str, ...] = ()) -> int:
+        if data in seen:
+            raise ConfigError(f"table={spec['name']}: data.init_from goes round in a circle: {' -> '.join(seen + (data,))}")
+        if not source[data]:
+            return 1
+        if source[data] not in source:
+            raise ConfigError(f"table={spec['name']}: data={data} starts from data.init_from={source[data]}, which the "
+                              f"table does not train (add it to grid.datasets, or set data.init_from=null)")
+        return wave(source[data], seen + (data,)) + 1
+
+    return {d: (wave(d), source[d]) for d in source}
 
 
 def training_status(run: Path) -> str:
@@ -102,25 +137,31 @@ def _sweep(values) -> str:
     return ",".join(str(v) for v in sorted(set(values), key=str))
 
 
-def training_commands(cfg: DictConfig, spec: dict, todo: list[Cell]) -> list[list[str]]:
-    """One multirun per table row over the models x training sets x seeds that have work
-    left (cells already COMPLETED inside that product return at once)."""
+def training_commands(cfg: DictConfig, spec: dict, todo: list[Cell], waves: dict[str, tuple[int, str | None]]
+                      ) -> list[list[list[str]]]:
+    """Per wave (`dataset_waves`), one multirun per table row over the models x training
+    sets x seeds that have work left (cells already COMPLETED inside that product return
+    at once)."""
     runs_root = Path(cfg.runs_root)
-    commands = []
-    for i, row in enumerate(spec["rows"]):
-        mine = [c for c in todo if c.row == i]
-        if not mine:
-            continue
-        match = "".join(f"__{k}=${{{k}}}" for k in row.get("match", {}))
-        commands.append([
-            sys.executable, "-m", "aggc.train", "-m",
-            f"model={_sweep(c.model for c in mine)}", f"data={_sweep(c.data for c in mine)}",
-            f"strategy={row['strategy']}", f"clip={row['clip']}", *(f"{k}={v}" for k, v in row.get("match", {}).items()),
-            f"seed={_sweep(c.seed for c in mine)}", f"runs_root={runs_root}", f"hydra.sweep.dir={runs_root}",
-            f"hydra.sweep.subdir=${{model.name}}/${{data.name}}/${{strategy.name}}-${{clip.name}}{match}/seed${{seed}}",
-            *extra_args(cfg, spec, "train"), *launcher_overrides(cfg.launcher),
-        ])
-    return commands
+    by_wave = []
+    for wave in sorted({w for w, _ in waves.values()}):
+        commands = []
+        for i, row in enumerate(spec["rows"]):
+            mine = [c for c in todo if c.row == i and waves[c.data][0] == wave]
+            if not mine:
+                continue
+            match = "".join(f"__{k}=${{{k}}}" for k in row.get("match", {}))
+            commands.append([
+                sys.executable, "-m", "aggc.train", "-m",
+                f"model={_sweep(c.model for c in mine)}", f"data={_sweep(c.data for c in mine)}",
+                f"strategy={row['strategy']}", f"clip={row['clip']}", *(f"{k}={v}" for k, v in row.get("match", {}).items()),
+                f"seed={_sweep(c.seed for c in mine)}", f"runs_root={runs_root}", f"hydra.sweep.dir={runs_root}",
+                f"hydra.sweep.subdir='${{model.name}}/${{data.name}}/${{strategy.name}}-${{clip.name}}{match}/seed${{seed}}'",  # quoted: a match adds '='
+                *extra_args(cfg, spec, "train"), *launcher_overrides(cfg.launcher),
+            ])
+        if commands:
+            by_wave.append(commands)
+    return by_wave
 
 
 def evaluation_commands(cfg: DictConfig, spec: dict, pending: dict[str, list[Path]]) -> list[list[str]]:
@@ -133,10 +174,12 @@ def evaluation_commands(cfg: DictConfig, spec: dict, pending: dict[str, list[Pat
     ]
 
 
-def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[str]], list[list[str]]]:
-    """Print every cell with its state; write the cells files; return the commands."""
+def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[list[str]]], list[list[str]]]:
+    """Print every cell with its state; write the cells files; return the training commands
+    (wave by wave) and the evaluation commands."""
     runs_root = Path(cfg.runs_root)
-    grid = cells(spec)
+    waves = dataset_waves(cfg, spec)
+    grid = sorted(cells(spec), key=lambda c: waves[c.data][0])  # stable: the table's order within a wave
     todo = [c for c in grid if training_status(c.run_dir(runs_root)) != "done"]
     pending: dict[str, list[Path]] = {}
     lines = []
@@ -147,12 +190,19 @@ def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[str]], list[list[str]]]
         for bench in evals:
             pending.setdefault(bench, []).append(run)
         state = training_status(run)
+        if state != "done" and waves[c.data][1]:
+            state += f" (after {waves[c.data][1]})"
         lines.append(f"  {c.model:<22} {c.data:<14} {spec['rows'][c.row]['label']:<{label_width}} seed {c.seed}  "
                      f"train: {state:<18} eval: {', '.join(f'{b} ' + ('to run' if b in evals else 'done') for b in c.benchmarks)}")
     n_evals = sum(len(c.benchmarks) for c in grid)
-    print(f"{spec['name']}: {len(spec['models'])} models x {len(spec['rows'])} rows x {len(spec['grid']['datasets'])} "
+    paper_only = sum(bool(row.get("paper_only")) for row in spec["rows"])
+    rows = f"{len(spec['rows']) - paper_only} rows" + (f" (+{paper_only} paper only)" if paper_only else "")
+    print(f"{spec['name']}: {len(spec['models'])} models x {rows} x {len(spec['grid']['datasets'])} "
           f"training sets x {len(spec['grid']['seeds'])} seeds = {len(grid)} training cells, {n_evals} evaluations")
     print("\n".join(lines))
+    if len({w for w, _ in waves.values()}) > 1:
+        for n in sorted({w for w, _ in waves.values()}):
+            print(f"training wave {n}: " + ", ".join(d + (f" (from {src})" if src else "") for d, (w, src) in waves.items() if w == n))
     print(f"to do: {len(todo)} of {len(grid)} training cells, {sum(map(len, pending.values()))} of {n_evals} evaluations "
           f"(launcher: {cfg.launcher})")
 
@@ -165,7 +215,14 @@ def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[str]], list[list[str]]]
                                          for b, runs in pending.items() for r in runs))
     print(f"cells files (for slurm/array.sbatch): {train_file} ({len(todo)} lines), {eval_file} "
           f"({sum(map(len, pending.values()))} lines)")
-    return training_commands(cfg, spec, todo), evaluation_commands(cfg, spec, pending)
+    if len({waves[c.data][0] for c in todo}) > 1:  # the train file is in wave order; one file per wave to submit in turn
+        for n in sorted({waves[c.data][0] for c in todo}):
+            mine = [c for c in todo if waves[c.data][0] == n]
+            wave_file = plan_dir / f"{spec['name']}.train.wave{n}.txt"
+            atomic_write_text(wave_file, "".join(shlex.join(c.train_overrides(runs_root) + extra_train) + "\n" for c in mine))
+            print(f"  wave {n}: {wave_file} ({len(mine)} lines)" + (" (submit after the previous wave has finished: "
+                  "sbatch --dependency=afterok:<its job id>)" if n > 1 else ""))
+    return training_commands(cfg, spec, todo, waves), evaluation_commands(cfg, spec, pending)
 
 
 def run_all(commands: list[list[str]], launcher: str) -> None:
@@ -184,8 +241,10 @@ def run_all(commands: list[list[str]], launcher: str) -> None:
 def main(cfg: DictConfig) -> None:
     check_launcher(cfg.launcher)
     spec = OmegaConf.to_container(cfg.table, resolve=True)
-    train, evaluate = plan(cfg, spec)
-    for command in train + evaluate:
+    if cfg.tiny:
+        spec = tiny_version(spec)
+    train, evaluate = plan(cfg, spec)  # train: wave by wave (a task that starts from another's run comes after it)
+    for command in [c for wave in train for c in wave] + evaluate:
         shown = [f"run=<{a.count(',') + 1} runs>" if a.startswith("run=") else a for a in command[1:]]
         print(("would run: " if cfg.dry_run else "running: ") + shlex.join(shown))
     if cfg.dry_run:
@@ -193,7 +252,7 @@ def main(cfg: DictConfig) -> None:
     from .tables import write
 
     seconds = {}
-    for stage, work in (("train", lambda: run_all(train, cfg.launcher)), ("evaluate", lambda: run_all(evaluate, cfg.launcher)),
+    for stage, work in (("train", lambda: [run_all(wave, cfg.launcher) for wave in train]), ("evaluate", lambda: run_all(evaluate, cfg.launcher)),
                         ("tables", lambda: write(spec, Path(cfg.runs_root), Path(cfg.paper_dir), Path(cfg.out_dir)))):
         started = time.time()
         paths = work()

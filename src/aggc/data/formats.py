@@ -54,6 +54,20 @@ def from_gsm8k(record: dict) -> dict:
     return {"instruction": record["question"], "output": f"{steps}\n{ANSWER_MARKER}{answer}", "answer": answer}
 
 
+def from_math(record: dict) -> dict:
+    """MATH (Hendrycks; MATH-500 and the hub's train split share `problem` and `solution`):
+    the gold answer is the record's `answer` (MATH-500) or else read from the solution by
+    the evaluation's lenient extraction (its last \\boxed{}, as verl reads the train split);
+    the solution is made to end "The answer is: A" as the other math data. None found ->
+    no `answer` key."""
+    from aggc.evaluate.scorers import math_flexible_answer  # not at the top: scorers imports this module
+
+    answer = record.get("answer") or math_flexible_answer(record["solution"])
+    if not answer:
+        return {"instruction": record["problem"], "output": record["solution"]}
+    return {"instruction": record["problem"], "output": f"{record['solution']}\n{ANSWER_MARKER}{answer}", "answer": answer}
+
+
 def from_metamathqa(record: dict) -> dict:
     return _with_answer(record["query"], record["response"])
 
@@ -82,6 +96,7 @@ def from_arith(record: dict) -> dict:
 CONVERTERS: dict[str, Callable[[dict], dict]] = {
     "arith": from_arith,
     "gsm8k": from_gsm8k,
+    "math": from_math,
     "metamathqa": from_metamathqa,
     "pissa": from_pissa,
     "codefeedback": from_codefeedback,

@@ -2,9 +2,11 @@
 
 Generation benchmarks (GSM8K, MATH, HumanEval, MBPP) go through lm-eval (`simple_evaluate`
 with an in-process model and the task YAMLs under `evaluation/`); MT-Bench is FastChat's
-answer -> judge -> score flow (`mt_bench.py`). Generations are cached on disk (lm-eval's
-request cache; MT-Bench's answer and judgment files), so a crashed evaluation resumes
-where it stopped. Everything that can be wrong with the input fails before a model is loaded.
+answer -> judge -> score flow (`mt_bench.py`); GLUE tasks are dev-set predictions of the
+run's classifier, scored with scikit-learn / scipy (`glue.py`). Generations are cached on
+disk (lm-eval's request cache; MT-Bench's answer and judgment files), so a crashed
+evaluation resumes where it stopped. Everything that can be wrong with the input fails
+before a model is loaded.
 """
 
 from __future__ import annotations
@@ -40,13 +42,17 @@ def check_inputs(cfg: DictConfig) -> tuple[Path, Path]:
         from . import mt_bench
 
         mt_bench.check_inputs(cfg)
+    elif cfg.eval.kind == "glue":
+        from . import glue
+
+        glue.check_inputs(cfg, run)
     elif cfg.eval.kind == "lm_eval":
         if cfg.eval.data != "arith" and not Path(cfg.eval.data).exists():
             raise FileNotFoundError(f"eval.data={cfg.eval.data}: no such data file")
         if not (EVALUATION_DIR / cfg.eval.task).exists():
             raise FileNotFoundError(f"eval.task={cfg.eval.task}: no such task definition under {EVALUATION_DIR}")
     else:
-        raise ConfigError(f"eval.kind={cfg.eval.kind!r}: must be lm_eval or mt_bench")
+        raise ConfigError(f"eval.kind={cfg.eval.kind!r}: must be lm_eval, mt_bench or glue")
     return run, final
 
 
@@ -104,6 +110,10 @@ def evaluate(cfg: DictConfig) -> Path:
         from . import mt_bench
 
         result = mt_bench.evaluate_mt_bench(cfg, final, out_dir)
+    elif cfg.eval.kind == "glue":
+        from . import glue
+
+        result = glue.evaluate_glue(cfg, run, final)
     else:
         result = evaluate_lm_eval(cfg, final, out_dir)
     record = {

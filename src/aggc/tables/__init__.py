@@ -19,9 +19,13 @@ from pathlib import Path
 import yaml
 from scipy import stats
 
-from .figures import group_norm_figure
+from .figures import group_norm_figure, grpo_figure, sweep_figure
 
 MISSING = "—"
+PAPER_ONLY = "paper only"  # a row the paper reports and this harness does not train (Table 2's HAdapter, PAdapter)
+# Memory "benchmarks" read from a run's manifest (MiB there, GiB here): peak GPU memory
+# allocated by torch, and the training process's peak RSS (what a CPU run can report).
+MEMORY = {"gpu_memory_gb": "peak_gpu_memory_mb", "peak_rss_gb": "peak_rss_mb"}
 
 
 @dataclass(frozen=True)
@@ -47,20 +51,19 @@ def summarize(values: list[float]) -> Summary:
 
 def collect(runs_root: Path) -> list[dict]:
     """One record per (run, benchmark): model, strategy, clip, seed, benchmark, score, and
-    the run's whole config (rows of a sweep match on its keys)."""
+    the run's whole config (rows of a sweep match on its keys). A finished run's peak
+    memory (manifest.json) is a record too, under the benchmarks in MEMORY (Table 8)."""
     records = []
     for config_path in sorted(Path(runs_root).rglob("config.yaml")):
         run = config_path.parent
-        if not (run / "eval").is_dir():
-            continue
         cfg = yaml.safe_load(config_path.read_text())
-        for result in sorted((run / "eval").glob("*.json")):
-            score = json.loads(result.read_text())
-            records.append({
-                "model": cfg["model"]["name"], "strategy": cfg["strategy"]["name"], "clip": cfg["clip"]["name"],
-                "seed": cfg["seed"], "benchmark": result.stem, "score": float(score["score"]), "run": str(run),
-                "config": cfg,
-            })
+        scores = {result.stem: float(json.loads(result.read_text())["score"]) for result in sorted(run.glob("eval/*.json"))}
+        if (run / "COMPLETED").exists() and (run / "manifest.json").exists():
+            manifest = json.loads((run / "manifest.json").read_text())
+            scores.update({bench: manifest[key] / 1024 for bench, key in MEMORY.items() if key in manifest})
+        records += [{"model": cfg["model"]["name"], "strategy": cfg["strategy"]["name"], "clip": cfg["clip"]["name"],
+                     "seed": cfg["seed"], "benchmark": bench, "score": score, "run": str(run), "config": cfg}
+                    for bench, score in scores.items()]
     return records
 
 
@@ -111,10 +114,33 @@ def build(spec: dict, records: list[dict], paper: list[dict]) -> list[dict]:
             cells = {}
             for col in spec["columns"]:
                 bench = col["benchmark"]
-                values = [r["score"] for r in records if row_matches(r, model, row) and r["benchmark"] == bench]
-                cells[bench] = (summarize(values) if values else None, paper_value(paper, model, row, bench))
-            rows.append({"model": model, "label": row["label"], "cells": cells})
+                if row.get("paper_only"):
+                    ours = None
+                elif "mean_of" in col:  # e.g. Table 2's ALL: the mean over the tasks, per seed
+                    ours = mean_over(records, model, row, col["mean_of"])
+                else:
+                    values = [r["score"] for r in records if row_matches(r, model, row) and r["benchmark"] == bench]
+                    ours = summarize(values) if values else None
+                # `paper`: the paper file's column, where its name differs from the benchmark's
+                cells[bench] = (ours, paper_value(paper, model, row, col.get("paper", bench)))
+            rows.append({"model": model, "label": row["label"], "cells": cells, "paper_only": bool(row.get("paper_only"))})
     return rows
+
+
+def mean_over(records: list[dict], model: str, row: dict, benchmarks: list[str]) -> Summary | None:
+    """A row's mean over `benchmarks` per seed (only seeds that have every one of them),
+    summarised over seeds."""
+    by_seed: dict[int, dict[str, list[float]]] = {}
+    for r in records:
+        if row_matches(r, model, row) and r["benchmark"] in benchmarks:
+            by_seed.setdefault(r["seed"], {}).setdefault(r["benchmark"], []).append(r["score"])
+    values = [statistics.fmean(statistics.fmean(v) for v in scores.values())
+              for scores in by_seed.values() if len(scores) == len(set(benchmarks))]
+    return summarize(values) if values else None
+
+
+def _ours(row: dict, ours: Summary | None) -> str:
+    return ours.text() if ours else PAPER_ONLY if row.get("paper_only") else MISSING
 
 
 def _diff(ours: Summary | None, theirs: float | None) -> str:
@@ -132,10 +158,12 @@ def markdown(spec: dict, rows: list[dict]) -> str:
         cells = []
         for c in cols:
             ours, theirs = row["cells"][c["benchmark"]]
-            cells += [ours.text() if ours else MISSING, f"{theirs:g}" if theirs is not None else MISSING, _diff(ours, theirs)]
+            cells += [_ours(row, ours), f"{theirs:g}" if theirs is not None else MISSING, _diff(ours, theirs)]
         lines.append("| " + " | ".join([model, row["label"], *cells]) + " |")
     lines += ["", f"{MISSING}: no result yet (not run, or not evaluated), or no such row in the paper. "
               "95% CI: Student t over seeds; n = seeds."]
+    if any(row.get("paper_only") for row in rows):
+        lines[-1] += f" {PAPER_ONLY}: a method this harness does not implement; the paper's number alone."
     return "\n".join(lines) + "\n"
 
 
@@ -155,7 +183,7 @@ def latex(spec: dict, rows: list[dict]) -> str:
         cells = []
         for c in cols:
             ours, theirs = row["cells"][c["benchmark"]]
-            cells.append(rf"${ours.mean:.2f} \pm {ours.ci95:.2f}$" if ours and ours.ci95 is not None else (f"{ours.mean:.2f}" if ours else MISSING))
+            cells.append(rf"${ours.mean:.2f} \pm {ours.ci95:.2f}$" if ours and ours.ci95 is not None else (f"{ours.mean:.2f}" if ours else _ours(row, ours)))
             cells.append(f"{theirs:g}" if theirs is not None else MISSING)
         out.append(" & ".join([model, esc(row["label"]), *cells]) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
@@ -175,7 +203,8 @@ def csv_rows(spec: dict, rows: list[dict]) -> list[list]:
 
 
 def write(spec: dict, runs_root: Path, paper_dir: Path, out_dir: Path) -> dict[str, Path]:
-    records = collect(runs_root)
+    # `where`: config values every run of the table must have (e.g. Table 8: the GSM8K runs).
+    records = [r for r in collect(runs_root) if all(_same(config_value(r["config"], k), v) for k, v in spec.get("where", {}).items())]
     rows = build(spec, records, read_paper(paper_dir / spec["paper_values"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{spec['name']}.{ext}" for ext in ("md", "tex", "csv")}
@@ -183,11 +212,39 @@ def write(spec: dict, runs_root: Path, paper_dir: Path, out_dir: Path) -> dict[s
     paths["tex"].write_text(latex(spec, rows))
     with open(paths["csv"], "w", newline="") as f:
         csv.writer(f).writerows(csv_rows(spec, rows))
-    if "figure" in spec:
+    figure = spec.get("figure")
+    if figure and figure.get("kind", "group_norms") == "sweep":
+        paths["png"] = sweep_figure(sweep_panels(spec, rows), figure["x_label"], out_dir / figure["file"])
+    elif figure:
         panels = figure_panels(spec, records)
         if panels:
-            paths["png"] = group_norm_figure(panels, out_dir / spec["figure"]["file"])
+            draw = grpo_figure if figure.get("kind") == "grpo" else group_norm_figure  # grpo: one line per panel entry
+            paths["png"] = draw(panels, out_dir / figure["file"])
     return paths
+
+
+def sweep_panels(spec: dict, rows: list[dict]) -> list[dict]:
+    """A sweep figure's panels (one per model and benchmark) from the table's rows: a row
+    belongs to the series its label starts with; its x is its `match` value of `figure.x`."""
+    figure = spec["figure"]
+    x_of = {r["label"]: r.get("match", {}).get(figure["x"]) for r in spec["rows"]}
+    panels = []
+    for model in spec["models"]:
+        mine = [r for r in rows if r["model"] == model]
+        for col in spec["columns"]:
+            bench = col["benchmark"]
+            series = {name: [] for name in figure["series"]}
+            reference = None
+            for row in mine:
+                ours, paper = row["cells"][bench]
+                point = (ours.mean if ours else None, ours.ci95 if ours else None, paper)
+                if row["label"] == figure.get("reference"):
+                    reference = (row["label"], point[0], paper)
+                name = next((n for n in figure["series"] if row["label"].startswith(n)), None)
+                if name is not None and x_of[row["label"]] is not None:
+                    series[name].append((x_of[row["label"]], *point))
+            panels.append({"title": f"{model}: {col['label']}", "series": series, "reference": reference})
+    return panels
 
 
 def figure_panels(spec: dict, records: list[dict]) -> list[tuple[str, Path]]:

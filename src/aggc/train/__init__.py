@@ -7,8 +7,17 @@ from omegaconf import DictConfig
 
 def run(cfg: DictConfig, run_dir: Path) -> Path:
     """Train one cell: SFT (Full FT / LoRA / DoRA / AGGC) by default, GRPO when
-    `strategy.trainer=grpo`. Imported lazily: each trainer pulls in its own libraries."""
+    `strategy.trainer=grpo`, GLUE sequence classification when `model.task=seq_cls`.
+    Imported lazily: each trainer pulls in its own libraries."""
     trainer = cfg.strategy.get("trainer", "sft")
+    if cfg.model.get("task") == "seq_cls":
+        if trainer != "sft":
+            from ..config import ConfigError
+
+            raise ConfigError(f"strategy.trainer={trainer!r} with model.task=seq_cls: sequence classifiers train in the GLUE stage only")
+        from .glue import run as run_glue
+
+        return run_glue(cfg, run_dir)
     if trainer == "grpo":
         from .grpo import run as run_grpo
 

@@ -20,6 +20,10 @@ from .rundir import CLIPPER_STATE, MetricsLog
 
 log = logging.getLogger(__name__)
 
+# What TRL's GRPOTrainer logs per step (and `aggc.train.grpo` adds: pg_loss), kept in the
+# step's record when present; SFT logs none of them.
+RL_LOG_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "pg_loss", "entropy")
+
 
 class ClipCallback(TrainerCallback):
     """Clip at the optimizer-step boundary, log one record per step, checkpoint the state.
@@ -64,6 +68,7 @@ class ClipCallback(TrainerCallback):
             self._pending["loss"] = logs["loss"]
             self._pending["lr"] = logs.get("learning_rate")
             self._pending["grad_norm"] = logs.get("grad_norm")
+            self._pending.update({k: logs[k] for k in RL_LOG_KEYS if k in logs})
             self._flush()
 
     def on_save(self, args, state, control, **kwargs):

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning (Full FT, LoRA, DoRA, AGGC) with the HF Trainer.
+"""Supervised fine-tuning (Full FT, LoRA, DoRA, AGGC; BitFit where the model has biases) with the HF Trainer.
 
 One run = one run directory (see `rundir`). Order of work: validate the config, read the
 data, then build the model, so that bad input fails before anything expensive.
@@ -19,26 +19,9 @@ from ..data.sft import tokenize_for_sft
 from ..models import load_model_and_tokenizer
 from . import rundir
 from .session import finish_run, open_run, save_final, trainer_arguments
+from .strategy import apply_strategy
 
 log = logging.getLogger(__name__)
-
-
-def apply_strategy(model, strategy: DictConfig):
-    """Wrap the model for the strategy: peft LoRA / DoRA adapters, or train everything."""
-    peft_cfg = strategy.peft
-    if peft_cfg.method == "none":
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(
-        r=peft_cfg.r,
-        lora_alpha=peft_cfg.alpha,
-        lora_dropout=peft_cfg.dropout,
-        target_modules=list(peft_cfg.target_modules),
-        use_dora=peft_cfg.method == "dora",
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, config)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Path:
@@ -46,7 +29,9 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     clip = validate(cfg)
     check_hardware(cfg, torch.cuda.is_available())
     if cfg.model.task != "causal_lm":
-        raise ConfigError(f"model.task={cfg.model.task!r}: the SFT stage trains causal LMs (GLUE models use the GLUE stage)")
+        raise ConfigError(f"model.task={cfg.model.task!r}: the SFT stage trains causal LMs; sequence classifiers "
+                          "(model.task=seq_cls) train in the GLUE stage (aggc.train.glue; `python -m aggc.train` "
+                          "dispatches on model.task)")
     run_dir = Path(run_dir)
     if rundir.is_completed(run_dir):
         log.info("%s is COMPLETED; nothing to do", run_dir)

@@ -1,0 +1,216 @@
+"""RLVR with GRPO (TRL's GRPOTrainer): the paper's section 4.4 and Table 5.
+
+The reward is verifiable and is the evaluation's own reading: 1 when the completion, cut
+at the evaluation task's stop strings, has a final answer ("The answer is: ", the authors'
+rule in `aggc.evaluate.scorers`) equal to the reference, else 0. The prompt is the
+evaluation's (the Alpaca prompt; the user turn of the chat template with
+`model.chat_template`). Completions come from HF generate, or from vLLM on GPU when
+`train.grpo.use_vllm`. Run directory, resume and clipping are the session's, as for SFT;
+`metrics.jsonl` gains reward, KL and policy-gradient loss per step.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import datasets
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from transformers import TrainerCallback, set_seed
+from trl import GRPOConfig, GRPOTrainer
+
+from ..config import ConfigError, _positive, _positive_int, check_hardware, validate
+from ..data.formats import format_prompt, load_sft_records
+from ..evaluate.scorers import gsm8k_reference_correct, math_reference_correct
+from ..models import load_model_and_tokenizer
+from ..paths import ROOT
+from . import rundir
+from .session import finish_run, open_run, trainer_arguments
+from .strategy import apply_strategy
+
+log = logging.getLogger(__name__)
+
+# data format -> (the evaluation task whose stop strings apply, the authors' answer rule)
+ANSWER_RULES: dict[str, tuple[str, Callable[[str, str], bool]]] = {
+    "arith": ("gsm8k.yaml", gsm8k_reference_correct),
+    "gsm8k": ("gsm8k.yaml", gsm8k_reference_correct),
+    "math": ("math.yaml", math_reference_correct),
+}
+
+
+def answer_rule(data: DictConfig) -> tuple[str, Callable[[str, str], bool]]:
+    fmt = data.get("format", data.kind)  # generated arith problems have no `format` key
+    if fmt not in ANSWER_RULES:
+        raise ConfigError(
+            f"data={data.name} (format {fmt!r}): GRPO needs a verifiable final answer; "
+            f"one of the formats {', '.join(ANSWER_RULES)}"
+        )
+    return ANSWER_RULES[fmt]
+
+
+def stop_strings(task: str) -> list[str]:
+    """`generation_kwargs.until` of the lm-eval task `evaluation/<task>`: where the evaluation
+    cuts a response before scoring it."""
+    loader = type("TaskLoader", (yaml.SafeLoader,), {})
+    loader.add_multi_constructor("!", lambda *_: None)  # lm-eval's `!function` hooks are not needed here
+    return yaml.load((ROOT / "evaluation" / task).read_text(), loader)["generation_kwargs"]["until"]
+
+
+def correctness_reward(rule: Callable[[str, str], bool], stops: list[str]):
+    """TRL reward function: 1.0 per completion whose answer the rule accepts, else 0.0."""
+
+    def correct(completions, answer, **_) -> list[float]:
+        return [float(rule(cut(completion_text(c), stops), gold)) for c, gold in zip(completions, answer)]
+
+    return correct
+
+
+def completion_text(completion) -> str:
+    """A completion is text, or (chat prompts) a list of messages, the last one the model's."""
+    return completion if isinstance(completion, str) else completion[-1]["content"]
+
+
+def cut(text: str, stops: list[str]) -> str:
+    """The text before the first stop string, as lm-eval cuts a generation."""
+    for stop in stops:
+        text = text.split(stop)[0]
+    return text
+
+
+def prompt_dataset(records: list[dict], chat_template: bool, data_name: str) -> datasets.Dataset:
+    """Columns `prompt` (a chat message list under the chat template, which TRL renders as the
+    evaluation does) and `answer`, the reference. Records without an answer are dropped."""
+    usable = [r for r in records if r.get("answer")]
+    if not usable:
+        raise ConfigError(f"data={data_name}: no record has a reference answer, so there is nothing to reward")
+    if len(usable) < len(records):
+        log.warning("data=%s: %d of %d records have no reference answer; GRPO skips them",
+                    data_name, len(records) - len(usable), len(records))
+    prompts = [format_prompt(r["instruction"]) for r in usable]
+    if chat_template:
+        prompts = [[{"role": "user", "content": p}] for p in prompts]
+    return datasets.Dataset.from_dict({"prompt": prompts, "answer": [r["answer"] for r in usable]})
+
+
+def check_grpo(cfg: DictConfig, cuda_available: bool) -> None:
+    """The GRPO recipe (`train.grpo`) and the machine, before anything is loaded."""
+    if cfg.model.task != "causal_lm":
+        raise ConfigError(f"model.task={cfg.model.task!r}: GRPO trains causal LMs")
+    g = cfg.train.get("grpo")
+    if g is None:
+        raise ConfigError(f"train.grpo: strategy={cfg.strategy.name} needs a GRPO recipe: "
+                          "train=grpo_tiny (CPU) or train=grpo_paper")
+    _positive_int("train.grpo.num_generations", g.num_generations)
+    if g.num_generations < 2:
+        raise ConfigError(f"train.grpo.num_generations={g.num_generations}: GRPO compares completions of one prompt; "
+                          "must be >= 2")
+    t = cfg.train
+    completions = t.per_device_train_batch_size * t.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", "1"))
+    if completions % g.num_generations:
+        raise ConfigError(
+            f"train.per_device_train_batch_size x train.gradient_accumulation_steps x processes = {completions} completions "
+            f"per step: must be a multiple of train.grpo.num_generations={g.num_generations} (whole prompt groups)"
+        )
+    _positive_int("train.grpo.max_completion_length", g.max_completion_length)
+    _positive("train.grpo.temperature", g.temperature)
+    if not isinstance(g.kl_coef, (int, float)) or g.kl_coef < 0:
+        raise ConfigError(f"train.grpo.kl_coef={g.kl_coef!r}: must be a number >= 0")
+    if not 0 <= g.zero_variance_warning <= 1:
+        raise ConfigError(f"train.grpo.zero_variance_warning={g.zero_variance_warning}: a fraction of prompt groups, in [0, 1]")
+    if g.use_vllm and not cuda_available:
+        raise ConfigError("train.grpo.use_vllm=true: vLLM generates on GPUs only; on CPU set train.grpo.use_vllm=false "
+                          "(HF generate)")
+    if g.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("train.grpo.use_vllm=true: vllm is not installed (pip install -e '.[vllm]'), "
+                          "or set train.grpo.use_vllm=false")
+
+
+class RLVRTrainer(GRPOTrainer):
+    """GRPOTrainer that also logs `pg_loss`: the step's objective less the KL term, i.e.
+    the clipped policy-gradient loss (token mean, as verl's `actor/pg_loss`). Exact when a
+    step's micro-batches hold equal numbers of completion tokens; otherwise the KL taken off
+    is TRL's mean of the micro-batches' token means, not the step's token mean (the error is
+    kl_coef times their difference)."""
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        kl = self._metrics["train"].get("kl")  # per micro-batch, since the last log
+        if "loss" in logs:
+            logs["pg_loss"] = logs["loss"] - self.beta * statistics.fmean(kl) if kl else logs["loss"]
+        super().log(logs, start_time)
+
+
+class ZeroVarianceWarning(TrainerCallback):
+    """GRPO's silent failure: a prompt whose completions all get the same reward has zero
+    advantages and adds no policy gradient; when every group is so, the PG loss is 0 and only
+    the KL term trains. TRL logs the fraction of such groups as `frac_reward_zero_std`."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        fraction = (logs or {}).get("frac_reward_zero_std")
+        if fraction is not None and fraction >= self.threshold:
+            log.warning(
+                "step %d: fraction of zero-variance groups %.2f (reward mean %.3f): every completion of those prompts "
+                "got the same reward, so their advantage is 0 and they add no policy gradient (GRPO's 'loss is 0' "
+                "trap). Check the reward's answer format, the task's difficulty or max_completion_length",
+                state.global_step, fraction, logs.get("reward", float("nan")),
+            )
+
+
+def grpo_arguments(cfg: DictConfig, output_dir: Path) -> GRPOConfig:
+    """TRL's GRPOConfig: the Trainer arguments every trainer shares, and the GRPO recipe."""
+    g = cfg.train.grpo
+    return GRPOConfig(
+        **trainer_arguments(cfg, output_dir),
+        num_generations=g.num_generations,
+        max_completion_length=g.max_completion_length,
+        temperature=g.temperature,
+        beta=g.kl_coef,
+        # verl's GRPO as the authors ran it: losses averaged over all tokens of the step
+        # ("token-mean"; TRL's dapo), KL by the k3 ("low_var_kl") estimator without TRL's
+        # importance-ratio correction, advantages normalised by the group's std (TRL's default);
+        # the PPO ratio against the trained model's own log-probabilities, not vLLM's.
+        loss_type="dapo",
+        use_bias_correction_kl=False,
+        vllm_importance_sampling_correction=False,
+        use_vllm=g.use_vllm,
+        vllm_mode=g.vllm_mode,
+        vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
+    )
+
+
+def run(cfg: DictConfig, run_dir: Path) -> Path:
+    """GRPO-train one cell into `run_dir`; resume from its last whole checkpoint if any."""
+    clip = validate(cfg)
+    cuda = torch.cuda.is_available()
+    check_hardware(cfg, cuda)
+    check_grpo(cfg, cuda)
+    task, rule = answer_rule(cfg.data)
+    run_dir = Path(run_dir)
+    if rundir.is_completed(run_dir):
+        log.info("%s is COMPLETED; nothing to do", run_dir)
+        return run_dir
+    records = load_sft_records(OmegaConf.to_container(cfg.data, resolve=True), "train")
+    dataset = prompt_dataset(records, cfg.model.chat_template, cfg.data.name)
+
+    session = open_run(cfg, run_dir, clip)
+    set_seed(cfg.seed)
+    model, tokenizer = load_model_and_tokenizer(OmegaConf.to_container(cfg.model, resolve=True), Path(cfg.cache_dir))
+    model = apply_strategy(model, cfg.strategy)
+    trainer = RLVRTrainer(
+        model=model,
+        reward_funcs=correctness_reward(rule, stop_strings(task)),
+        args=grpo_arguments(cfg, session.checkpoints),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[session.callback, ZeroVarianceWarning(cfg.train.grpo.zero_variance_warning)],
+    )
+    finish_run(session, trainer, tokenizer, session.train(trainer))
+    return run_dir

@@ -1,0 +1,308 @@
+"""GRPO (RLVR, Table 5): the verifiable reward on real GSM8K and MATH records, the recipe's
+checks, `make table5 TINY=1` end to end on the embedded tiny model (train, evaluate,
+table, figure), resume, and the zero-variance ("GRPO loss is 0") warning."""
+
+import csv
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aggc.config import ConfigError, clip_config
+from aggc.data.formats import load_sft_records
+from aggc.paths import ROOT
+from aggc.train import grpo, rundir
+from aggc.train.callback import ClipCallback
+
+from ._helpers import config
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+GROUPS = {"embed", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "norm"}
+KL_COEF = 0.001
+# The tiny table's training overrides (after its own train=grpo_tiny): 3 steps, a checkpoint
+# each, completions of at most 16 tokens (generation is most of a step's time).
+TINY_TRAIN = ("train.max_steps=3", "train.save_steps=1", "train.grpo.max_completion_length=16", "data.train_size=64")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls gain nothing from a second thread, and on a busy 2-core machine its
+    spinning makes a step ~10x slower; 1 thread also matches the grid's subprocesses
+    (OMP_NUM_THREADS=1), so a resumed run can be compared bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def records(name: str, fmt: str) -> list[dict]:
+    return load_sft_records({"kind": "jsonl", "path": str(FIXTURES / name), "format": fmt}, "train")
+
+
+def reward(fmt: str, completions: list, answers: list[str]) -> list[float]:
+    task, rule = grpo.ANSWER_RULES[fmt]
+    return grpo.correctness_reward(rule, grpo.stop_strings(task))(completions=completions, answer=answers, prompts=None)
+
+
+# --- the reward -------------------------------------------------------------------------
+
+def test_gsm8k_reward_is_the_authors_rule_on_real_records():
+    gold = [r["answer"] for r in records("gsm8k_train_sample.jsonl", "gsm8k")]
+    assert gold == ["72", "10", "1080"]
+    own = [r["output"] for r in records("gsm8k_train_sample.jsonl", "gsm8k")]  # each solution ends "The answer is: N"
+    assert reward("gsm8k", own, gold) == [1.0, 1.0, 1.0]
+    assert reward("gsm8k", own, gold[1:] + gold[:1]) == [0.0, 0.0, 0.0]
+    assert reward("gsm8k", ["So 1,080 in all. The answer is: 1,080", "The answer is: 9.6", "She earned $10."], ["1080", "10", "10"]) \
+        == [1.0, 1.0, 0.0]  # thousands separator; rounded (the authors' rule); no answer line -> wrong
+    # chat completions (a list of messages) read the same
+    assert reward("gsm8k", [[{"role": "assistant", "content": own[0]}]], ["72"]) == [1.0]
+
+
+def test_reward_cuts_at_the_evaluations_stop_strings():
+    """The evaluation stops at "Question:" (lm-eval's `until`), so a later answer line of a
+    made-up next question must not count: the reward reads what the evaluation scores."""
+    stops = grpo.stop_strings("gsm8k.yaml")
+    assert "Question:" in stops and "Instruction" in stops and "</s>" in stops
+    rambling = "48 + 24 = 72\nThe answer is: 72\n\nQuestion: Tom has 3 apples.\nThe answer is: 3"
+    assert reward("gsm8k", [rambling, rambling], ["72", "3"]) == [1.0, 0.0]
+
+
+def test_math_reward_normalises_like_the_evaluation_on_real_records():
+    rows = records("math_test_sample.jsonl", "math")
+    gold = [r["answer"] for r in rows]
+    assert gold == [r"\frac{14}{3}", "28", "2000"]
+    assert reward("math", [r["output"] for r in rows], gold) == [1.0, 1.0, 1.0]
+    assert reward("math", [r"So f sums to \dfrac{14}{3}. The answer is: \dfrac{14}{3}.", "The answer is: 28^\\circ",
+                           r"The answer is: \boxed{2000}", "The answer is: 2001"], gold + ["2000"]) \
+        == [1.0, 1.0, 0.0, 0.0]  # dfrac and degrees normalised; \boxed kept (the authors' rule)
+
+
+def test_math_training_records_take_the_last_boxed_answer(tmp_path):
+    """The hub's MATH train split has no `answer` field: the solution's last \\boxed{} is the gold."""
+    raw = [json.loads(line) for line in (FIXTURES / "math_test_sample.jsonl").read_text().splitlines()]
+    for record in raw:
+        record.pop("answer")
+    path = tmp_path / "math_train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in raw))
+    converted = load_sft_records({"kind": "jsonl", "path": str(path), "format": "math"}, "train")
+    assert [r["answer"] for r in converted] == [r"\frac{14}{3}", "28", "2000"]
+    assert converted[0]["output"].endswith("\nThe answer is: \\frac{14}{3}")
+
+
+def test_prompts_without_an_answer_are_dropped_and_none_is_an_error():
+    data = grpo.prompt_dataset([{"instruction": "a", "output": "x", "answer": "1"}, {"instruction": "b", "output": "y"}], False, "d")
+    assert data["answer"] == ["1"] and data["prompt"][0].endswith("### Instruction:\na\n\n### Response:")
+    chat = grpo.prompt_dataset([{"instruction": "a", "output": "x", "answer": "1"}], True, "d")
+    assert chat["prompt"][0] == [{"role": "user", "content": data["prompt"][0]}]
+    with pytest.raises(ConfigError, match="data=d: no record has a reference answer"):
+        grpo.prompt_dataset([{"instruction": "b", "output": "y"}], False, "d")
+
+
+# --- the recipe's checks (before anything is loaded) --------------------------------------
+
+@pytest.mark.parametrize("overrides, cuda, message", [
+    (["strategy=grpo"], False, "train.grpo: strategy=grpo needs a GRPO recipe"),
+    (["strategy=grpo", "train=grpo_paper"], False, "train.grpo.use_vllm=true: vLLM generates on GPUs only"),
+    (["strategy=grpo_aggc", "train=grpo_tiny", "train.grpo.num_generations=1"], False, "train.grpo.num_generations=1"),
+    (["strategy=grpo", "train=grpo_tiny", "train.grpo.num_generations=3"], True, "must be a multiple of train.grpo.num_generations=3"),
+    (["strategy=grpo", "train=grpo_tiny", "train.grpo.kl_coef=-1"], False, "train.grpo.kl_coef=-1"),
+])
+def test_bad_recipes_fail_naming_the_key(overrides, cuda, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        grpo.check_grpo(config(*overrides, smoke=False), cuda)
+
+
+def test_paper_recipe_and_strategies_compose():
+    cfg = config("model=qwen25_3b_instruct", "data=gsm8k_train", "strategy=grpo_aggc", "train=grpo_paper", smoke=False)
+    t, g = cfg.train, cfg.train.grpo
+    assert (t.learning_rate, t.full_ft_learning_rate, t.weight_decay, t.lr_scheduler_type) == (1e-6, 1e-6, 0.01, "constant")
+    assert t.per_device_train_batch_size * t.gradient_accumulation_steps == 512 * g.num_generations and g.num_generations == 5
+    assert g.kl_coef == 0.001 and cfg.strategy.peft.method == "none" and cfg.model.dtype == "float32"
+    assert (cfg.clip.name, cfg.clip.groups, cfg.clip.beta) == ("aggc_grpo", "trainable", 0.99)
+    assert config("strategy=grpo", smoke=False).clip.name == "global"
+    with pytest.raises(ConfigError, match="data=codefeedback"):
+        grpo.answer_rule(config("data=codefeedback", smoke=False).data)
+
+
+# --- make table5 TINY=1, shrunk: train (Base, GRPO, GRPO + AGGC), evaluate, tabulate -------
+
+@pytest.fixture(scope="module")
+def tiny_table5(tmp_path_factory):
+    root = tmp_path_factory.mktemp("table5")
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggc.grid", "table=table5", "tiny=true", f"runs_root={root / 'runs'}", f"out_dir={root / 'out'}",
+         f"train_args='{' '.join(TINY_TRAIN)}'", "eval_args='eval.limit=3 max_gen_toks=8'"],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return root
+
+
+@pytest.mark.slow
+def test_tiny_table5_trains_evaluates_and_draws_the_curves(tiny_table5):
+    root = tiny_table5
+    table = (root / "out" / "table5.md").read_text()
+    rows = {line.split("|")[2].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    for label in ("Base", "GRPO", "AGGC"):
+        assert "(n=1)" in rows[label], rows[label]  # trained and evaluated
+    assert "tiny version: tiny_llama" in table
+    assert (root / "out" / "grpo_curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy, clip", [("grpo", "global"), ("grpo_aggc", "aggc_grpo")])
+def test_grpo_run_logs_reward_kl_and_pg_loss_per_step(tiny_table5, strategy, clip):
+    run = tiny_table5 / "runs" / "tiny_llama" / "arith" / f"{strategy}-{clip}" / "seed0"
+    assert (run / "COMPLETED").exists() and (run / "final" / "model.safetensors").exists()
+    assert "trainer: grpo" in (run / "config.yaml").read_text()
+    metrics = rundir.read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in metrics] == [0, 1, 2]
+    for r in metrics:
+        assert 0 <= r["reward"] <= 1 and (r["reward"] * 8) == pytest.approx(round(r["reward"] * 8))  # 2 prompts x 4
+        assert r["frac_reward_zero_std"] in (0.0, 0.5, 1.0) and r["kl"] >= 0 and r["entropy"] > 0
+        assert r["pg_loss"] == r["loss"] - KL_COEF * r["kl"]  # the objective less kl_coef x KL
+        if r["frac_reward_zero_std"] == 1.0:  # every advantage 0: no policy gradient
+            assert r["pg_loss"] == pytest.approx(0.0, abs=1e-7)
+        assert set(r["norms"]) == GROUPS and set(r["factors"]) == GROUPS  # full-parameter, every module type
+        for g in GROUPS:
+            assert r["post_norms"][g] == pytest.approx(r["norms"][g] * r["factors"][g], rel=1e-6, abs=1e-12)
+    assert metrics[0]["kl"] == 0.0  # before the first update the policy is the reference
+    if strategy == "grpo_aggc":  # AGGC's interval per group (the EMA starts at 0: from step 1 on)
+        assert all(r["upper"][g] is not None and r["ema"][g] is not None for r in metrics[1:] for g in GROUPS)
+        assert all(0.9 - 1e-9 <= f <= 1.1 + 1e-9 for r in metrics for f in r["factors"].values())
+    else:  # global clipping at 1.0: one factor for all groups, never above 1
+        assert all(len(set(r["factors"].values())) == 1 and r["factors"]["embed"] <= 1.0 for r in metrics)
+
+
+def test_step_record_gains_the_grpo_logs_and_sft_records_stay_as_they_were(tmp_path):
+    """The clip callback's per-step record merges GRPO's reward / KL / PG loss; an SFT log
+    (no such keys) gives the record it always gave."""
+    model = torch.nn.Sequential()
+    model.add_module("q_proj", torch.nn.Linear(2, 2))
+    metrics = rundir.MetricsLog(tmp_path / "metrics.jsonl")
+    callback = ClipCallback(clip_config(config("strategy=grpo", smoke=False)), metrics)
+    state = type("State", (), {"max_steps": 2, "global_step": 0})()
+    callback.on_train_begin(None, state, None, model=model)
+    grpo_logs = {"loss": 0.1, "learning_rate": 1e-6, "reward": 0.5, "reward_std": 0.4, "frac_reward_zero_std": 0.5,
+                 "kl": 0.02, "pg_loss": 0.08, "entropy": 0.7, "completions/mean_length": 20.0}
+    for logs in ({"loss": 0.5, "learning_rate": 2e-5, "grad_norm": 1.5}, grpo_logs):
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        callback.on_pre_optimizer_step(None, state, None)
+        state.global_step += 1
+        callback.on_log(None, state, None, logs=logs)
+    metrics.close()
+    sft, rl = rundir.read_metrics(tmp_path / "metrics.jsonl")
+    keys = {"step", "norms", "post_norms", "factors", "lower", "upper", "ema", "skipped", "nonfinite_groups", "loss", "lr", "grad_norm"}
+    assert set(sft) == keys and (sft["loss"], sft["lr"], sft["grad_norm"]) == (0.5, 2e-5, 1.5)
+    assert set(rl) == keys | {"reward", "reward_std", "frac_reward_zero_std", "kl", "pg_loss", "entropy"}
+    assert (rl["step"], rl["reward"], rl["kl"], rl["pg_loss"], rl["frac_reward_zero_std"]) == (1, 0.5, 0.02, 0.08, 0.5)
+
+
+def test_pg_loss_is_the_objective_less_the_kl_term(monkeypatch):
+    """Over a step of two micro-batches, TRL logs the objective (their sum) and the mean of
+    the micro-batches' token-mean KL; pg_loss takes kl_coef x that mean off the objective."""
+    logged = []
+    monkeypatch.setattr(grpo.GRPOTrainer, "log", lambda self, logs, start_time=None: logged.append(dict(logs)))
+    trainer = grpo.RLVRTrainer.__new__(grpo.RLVRTrainer)  # only what `log` reads
+    trainer.beta, trainer._metrics = KL_COEF, {"train": {"kl": [0.02, 0.04]}}
+    trainer.log({"loss": 0.1, "learning_rate": 1e-6})
+    trainer._metrics = {"train": {}}  # kl_coef 0: no KL metric, the objective is all policy gradient
+    trainer.beta = 0.0
+    trainer.log({"loss": 0.2})
+    trainer.log({"train_runtime": 1.0})  # the end-of-training summary is not a step
+    assert logged[0]["pg_loss"] == pytest.approx(0.1 - KL_COEF * 0.03, rel=1e-12)
+    assert logged[1]["pg_loss"] == 0.2 and "pg_loss" not in logged[2]
+
+
+def tiny_config(strategy: str, clip: str, *extra: str):
+    """The config a tiny table5 cell trains with (its training command's overrides)."""
+    return config(f"strategy={strategy}", f"clip={clip}", "train=grpo_tiny", "wandb.mode=disabled", *TINY_TRAIN, *extra, smoke=False)
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_to_the_same_weights(tiny_table5, tmp_path, one_thread):
+    """A run killed after checkpoint-2 and started again resumes there (clipper state, RNG,
+    data position) and ends with the weights of the run never interrupted."""
+    straight = tiny_table5 / "runs" / "tiny_llama" / "arith" / "grpo_aggc-aggc_grpo" / "seed0"
+    killed = tmp_path / "killed"
+    shutil.copytree(straight, killed)
+    (killed / "COMPLETED").unlink()
+    shutil.rmtree(killed / "final")
+    shutil.rmtree(killed / "checkpoints" / "checkpoint-3")
+    grpo.run(tiny_config("grpo_aggc", "aggc_grpo"), killed)
+    assert rundir.read_json(killed / "manifest.json")["resumed_from"] == ["checkpoint-2"]
+    a, b = load_file(straight / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    before, after = rundir.read_metrics(straight / "metrics.jsonl"), rundir.read_metrics(killed / "metrics.jsonl")
+    assert [r["step"] for r in after] == [0, 1, 2]
+    assert [(r["norms"], r["reward"], r["kl"]) for r in after] == [(r["norms"], r["reward"], r["kl"]) for r in before]
+
+
+# --- the "GRPO loss is always 0" trap ---------------------------------------------------------
+
+@pytest.mark.slow
+def test_constant_reward_is_flagged_with_the_zero_variance_fraction(tmp_path, monkeypatch, caplog, one_thread):
+    """Every completion right: all groups have reward std 0, so every advantage is 0 and the
+    PG loss is 0 at every step; the run says so with the fraction of such groups."""
+    monkeypatch.setitem(grpo.ANSWER_RULES, "arith", ("gsm8k.yaml", lambda completion, gold: True))
+    with caplog.at_level(logging.WARNING, logger="aggc.train.grpo"):
+        grpo.run(tiny_config("grpo", "global", "train.max_steps=2", "train.grpo.max_completion_length=8"), tmp_path / "run")
+    metrics = rundir.read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [(r["reward"], r["reward_std"], r["frac_reward_zero_std"]) for r in metrics] == [(1.0, 0.0, 1.0)] * 2
+    assert all(r["pg_loss"] == pytest.approx(0.0, abs=1e-9) for r in metrics)
+    warnings = [m for m in caplog.messages if "fraction of zero-variance groups 1.00" in m]
+    assert len(warnings) == 2 and "step 1:" in warnings[0] and "reward mean 1.000" in warnings[0]
+
+
+def test_zero_variance_warning_only_from_its_threshold(caplog):
+    warn = grpo.ZeroVarianceWarning(0.5)
+    state = type("State", (), {"global_step": 7})()
+    with caplog.at_level(logging.WARNING, logger="aggc.train.grpo"):
+        warn.on_log(None, state, None, logs={"frac_reward_zero_std": 0.25, "reward": 0.4})
+        warn.on_log(None, state, None, logs={"loss": 0.1})  # an SFT-style log: nothing to say
+        assert not caplog.messages
+        warn.on_log(None, state, None, logs={"frac_reward_zero_std": 0.5, "reward": 0.4})
+    assert len(caplog.messages) == 1 and "step 7: fraction of zero-variance groups 0.50" in caplog.messages[0]
+
+
+# --- make table5 DRY_RUN=1 ------------------------------------------------------------------
+
+def test_table5_dry_run_prints_the_cluster_plan(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "aggc.grid", "table=table5", "dry_run=true", f"runs_root={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "3 models x 3 rows x 2 training sets x 3 seeds = 42 training cells, 42 evaluations" in out  # Base: one seed
+    assert out.count("would run: -m aggc.train -m") == 3 and out.count("would run: -m aggc.evaluate -m") == 2
+    assert "strategy=grpo_aggc clip=aggc_grpo seed=0,1,2" in out and "data=gsm8k_train,math_train" in out
+    assert "eval=gsm8k 'run=<21 runs>'" in out and "eval=math 'run=<21 runs>'" in out
+    cells = (tmp_path / "plan" / "table5.train.txt").read_text().splitlines()
+    assert len(cells) == 42 and all(c.endswith(" train=grpo_paper") for c in cells)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan"]  # nothing trained
+
+
+@pytest.mark.slow
+def test_table8_reports_the_peak_memory_of_the_table5_runs(tiny_table5):
+    """make table8 TINY=1 after table5: nothing new trains; each row's memory is its run's
+    manifest peak (RSS on CPU), in GiB."""
+    out = tiny_table5 / "out8"
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggc.grid", "table=table8", "tiny=true", f"runs_root={tiny_table5 / 'runs'}", f"out_dir={out}"],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "to do: 0 of 2 training cells" in proc.stdout
+    rows = {r["strategy"]: r for r in csv.DictReader((out / "table8.csv").open())}
+    for label, run in (("GRPO", "grpo-global"), ("AGGC", "grpo_aggc-aggc_grpo")):
+        manifest = json.loads((tiny_table5 / "runs" / "tiny_llama" / "arith" / run / "seed0" / "manifest.json").read_text())
+        assert rows[label]["benchmark"] == "peak_rss_gb" and rows[label]["n"] == "1"
+        assert float(rows[label]["mean"]) == pytest.approx(manifest["peak_rss_mb"] / 1024, abs=1e-4)
