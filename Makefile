@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test test-fast train demo demo-real table1 tables bench clean
+.PHONY: setup test test-fast train demo demo-real tables bench clean
 
 setup: $(VENV)/.installed
 
@@ -51,14 +51,27 @@ DEMO_REAL_ARGS ?=
 demo-real: setup
 	$(OFFLINE) $(PY) -m aggc.grid table=demo_real runs_root=$(DEMO_REAL_RUNS) out_dir=$(DEMO_REAL_OUT) $(DEMO_REAL_ARGS)
 
-# The paper's Table 1 grid (3 models x 4 rows x 3 training sets x 3 seeds, then GSM8K, MATH,
-# HumanEval, MBPP, MT-Bench) on a GPU cluster. DRY_RUN=1 prints the plan and writes the
-# cells files; LAUNCHER=slurm submits each multirun as one Slurm array job.
+# The paper's tables and figures on a GPU cluster, one target each, all through the grid
+# driver (python -m aggc.grid table=<target>; the grid is in conf/table/<target>.yaml):
+#   table1   NLG: 3 models x {Full FT, LoRA, AGGC, LoRA no clip} x 3 training sets x 3 seeds
+#   table2   GLUE: DeBERTa-v3-base, Full FT / BitFit / LoRA / DoRA / AGGC on 8 tasks
+#   table3   time-varying vs static interval multipliers (clip.schedule.kind)
+#   table4   EMA decay beta on MATH (clip.beta sweep)
+#   table5   RLVR: Base / GRPO / GRPO+AGGC on GSM8K and MATH (+ reward, KL, PG-loss figure)
+#   table8   peak GPU memory of GRPO vs GRPO+AGGC (the table5 runs)
+#   figure6  LoRA vs AGGC over LoRA ranks 1..128 (table and line plot)
+# DRY_RUN=1 prints the plan and writes the cells files; LAUNCHER=slurm submits each multirun
+# as one Slurm array job; TINY=1 runs the table's `tiny` section on the embedded tiny model
+# (CPU, minutes; its results go to runs/tiny and results/tiny).
+PAPER_TARGETS := table1 table2 table3 table4 table5 table8 figure6
+.PHONY: $(PAPER_TARGETS)
 DRY_RUN ?=
+TINY ?=
 LAUNCHER ?= local
 TABLE_ARGS ?=
-table1: setup
-	$(PY) -m aggc.grid table=table1 launcher=$(LAUNCHER) dry_run=$(if $(DRY_RUN),true,false) $(TABLE_ARGS)
+$(PAPER_TARGETS): setup
+	$(if $(TINY),$(OFFLINE)) $(PY) -m aggc.grid table=$@ launcher=$(LAUNCHER) dry_run=$(if $(DRY_RUN),true,false) \
+		$(if $(TINY),tiny=true runs_root=runs/tiny out_dir=results/tiny) $(TABLE_ARGS)
 
 # Render a paper table from the run directories under runs/ (results/<table>.{md,tex,csv}).
 TABLE ?= table1

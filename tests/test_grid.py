@@ -1,8 +1,11 @@
 """`make table1`'s planner: the full grid, what exists, and cells files, without running anything."""
 
+import os
 import subprocess
 import sys
 
+import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 
 from aggc.paths import CONF_DIR, ROOT
@@ -66,3 +69,48 @@ def test_slurm_launchers_and_a_bad_launcher(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "aggc.grid", "table=table1", "dry_run=true", "launcher=pbs",
                            f"runs_root={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0 and "launcher='pbs'" in proc.stderr and "slurm_local" in proc.stderr
+
+
+def test_ablation_targets_print_their_cluster_plans(tmp_path):
+    """make table3 / table4 / figure6 DRY_RUN=1: the paper's grids, each swept key in the
+    training command and in the run directory's name."""
+    expected = {
+        "table3": ("2 models x 2 rows x 1 training sets x 3 seeds = 12 training cells, 24 evaluations", "clip.schedule.kind=none"),
+        "table4": ("1 models x 5 rows x 1 training sets x 3 seeds = 15 training cells, 15 evaluations", "clip.beta=0.7"),
+        "figure6": ("2 models x 17 rows x 1 training sets x 3 seeds = 102 training cells, 204 evaluations", "model.lora_r=128"),
+    }
+    for table, (counts, swept) in expected.items():
+        proc = subprocess.run([sys.executable, "-m", "aggc.grid", f"table={table}", "dry_run=true", f"runs_root={tmp_path}"],
+                              cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert counts in proc.stdout
+        cells = (tmp_path / "plan" / f"{table}.train.txt").read_text()
+        assert f" {swept} " in cells and f"-aggc__{swept}/seed" in cells
+
+
+def test_a_table_without_a_tiny_section_says_so(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "aggc.grid", "table=demo", "dry_run=true", "tiny=true", f"runs_root={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and "table=table1: no `tiny` section" in proc.stderr  # demo.yaml is named table1
+
+
+@pytest.mark.slow
+def test_tiny_rank_sweep_trains_each_rank_and_draws_the_figure(tmp_path):
+    """make figure6 TINY=1: each row's swept `model.lora_r` reaches the adapter (r = alpha),
+    every cell is evaluated, and the table and line plot are written."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "aggc.grid", "table=figure6", "tiny=true", f"runs_root={tmp_path}",
+                           f"out_dir={out}"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for strategy, clip in (("lora", "global"), ("aggc", "aggc")):
+        for rank in (1, 16):
+            run = tmp_path / "tiny_llama" / "arith" / f"{strategy}-{clip}__model.lora_r={rank}" / "seed0"
+            config = yaml.safe_load((run / "config.yaml").read_text())
+            assert config["strategy"]["peft"]["r"] == rank and config["strategy"]["peft"]["alpha"] == rank
+            assert (run / "COMPLETED").exists() and (run / "eval" / "arith.json").exists()
+    table = (out / "figure6.md").read_text()
+    assert [line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ")][1:] == [
+        "LoRA r=1", "LoRA r=16", "AGGC r=1", "AGGC r=16"]
+    assert "—" not in "".join(line.split("|")[3] for line in table.splitlines() if line.startswith("| tiny") or line.startswith("|  |"))
+    assert (out / "figure6.png").stat().st_size > 10_000

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import yaml
+from omegaconf import OmegaConf
 
 from aggc.paths import ROOT
 from aggc.tables import summarize, write
@@ -86,3 +87,34 @@ def test_group_norm_figure_from_metrics(tmp_path):
     spec["models"] = ["mistral_7b"]
     paths = write(spec, tmp_path, ROOT / "results" / "paper", tmp_path / "out")
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_figure_panels_put_each_row_at_its_swept_value():
+    """figure6: a row joins the series its label starts with, at its `match` value of
+    `figure.x`; the paper's points and the reference row (Full FT) come along."""
+    from hydra import compose, initialize_config_dir
+
+    from aggc.paths import CONF_DIR
+    from aggc.tables import build, read_paper, sweep_panels
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        spec = OmegaConf.to_container(compose("tables", overrides=["table=figure6"]).table, resolve=True)
+    records = [
+        {"model": "mistral_7b", "strategy": "aggc", "clip": "aggc", "benchmark": "gsm8k", "score": s, "seed": i,
+         "run": f"r{i}", "config": {"model": {"lora_r": 128}}}
+        for i, s in enumerate([72.0, 74.0])
+    ] + [{"model": "mistral_7b", "strategy": "lora", "clip": "global", "benchmark": "gsm8k", "score": 60.0, "seed": 0,
+          "run": "l", "config": {"model": {"lora_r": 4}}}]
+    rows = build(spec, records, read_paper(ROOT / "results" / "paper" / "figure6.csv"))
+    panels = {p["title"]: p for p in sweep_panels(spec, rows)}
+    assert list(panels) == ["llama2_7b: GSM8K", "llama2_7b: MATH", "mistral_7b: GSM8K", "mistral_7b: MATH"]
+    gsm8k = panels["mistral_7b: GSM8K"]
+    aggc = {x: point for x, *point in gsm8k["series"]["AGGC"]}
+    assert sorted(aggc) == [1, 2, 4, 8, 16, 32, 64, 128]
+    mean, ci, paper = aggc[128]
+    assert mean == 73.0 and ci > 0 and paper == 72.93
+    assert aggc[64] == [None, None, None]
+    assert {x: p[:1] for x, *p in gsm8k["series"]["LoRA"] if p[0] is not None} == {4: [60.0]}
+    assert gsm8k["reference"] == ("Full FT", None, 69.91)
+    assert panels["llama2_7b: GSM8K"]["reference"] == ("Full FT", None, None)
+
