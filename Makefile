@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test test-fast train demo demo-real tables bench clean
+.PHONY: setup test test-fast train demo demo-real demo-real-grpo tables bench clean
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,11 @@ DEMO_REAL_OUT ?= results/demo-real
 DEMO_REAL_ARGS ?=
 demo-real: setup
 	$(OFFLINE) $(PY) -m aggc.grid table=demo_real runs_root=$(DEMO_REAL_RUNS) out_dir=$(DEMO_REAL_OUT) $(DEMO_REAL_ARGS)
+
+# GRPO vs GRPO + AGGC on the same real model, on CPU (about 45 min on 2 cores), starting from
+# demo-real's LoRA run (run `make demo-real` first): results/demo-real/table5.md + grpo_curves.png.
+demo-real-grpo: setup
+	$(OFFLINE) $(PY) -m aggc.grid table=demo_real_grpo runs_root=$(DEMO_REAL_RUNS) out_dir=$(DEMO_REAL_OUT) $(DEMO_REAL_ARGS)
 
 # The paper's tables and figures on a GPU cluster, one target each, all through the grid
 # driver (python -m aggc.grid table=<target>; the grid is in conf/table/<target>.yaml):

@@ -89,7 +89,8 @@ def dataset_waves(cfg: DictConfig, spec: dict) -> dict[str, tuple[int, str | Non
     from hydra import compose
 
     overrides = [a for a in extra_args(cfg, spec, "train") if not a.lstrip("+~").startswith("hydra")]
-    source = {d: compose("config", overrides=[f"data={d}", *overrides]).data.get("init_from") for d in spec["grid"]["datasets"]}
+    model = f"model={spec['models'][0]}"  # the table's overrides may name model keys
+    source = {d: compose("config", overrides=[model, f"data={d}", *overrides]).data.get("init_from") for d in spec["grid"]["datasets"]}
 
     def wave(data: str, seen: tuple[str, ...] = ()) -> int:
         if data in seen:

@@ -95,3 +95,24 @@ def test_gsm8k_items_evaluate_through_lm_eval(run):
     result = json.loads((run / "eval" / "gsm8k.json").read_text())
     assert result["n"] == 2 and result["chat_template"] is False
     assert all(s["response"].strip() for s in result["samples"])  # a real model writes something
+
+
+
+def test_grpo_reference_model_is_loadable_from_the_policys_path(tmp_path):
+    """TRL builds GRPO's KL reference model from the policy's path alone; a GGUF file in a
+    package is not loadable that way, so the GRPO stage de-quantizes it once into the cache:
+    the reference built from there equals the GGUF policy (same logits)."""
+    from trl.trainer.grpo_trainer import create_model_from_path
+
+    from aggc.train.grpo import loadable_by_path
+
+    gguf_policy, tokenizer = load_model_and_tokenizer(SPEC, cache_dir=tmp_path)
+    spec = loadable_by_path(SPEC, tmp_path)
+    assert spec["kind"] == "hub" and spec["hub_id"].startswith(str(tmp_path))
+    policy, _ = load_model_and_tokenizer(spec, cache_dir=tmp_path)
+    reference = create_model_from_path(policy.config._name_or_path, dtype=policy.dtype)
+    ids = tokenizer("The answer is: 42", return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected = gguf_policy(ids).logits
+        assert torch.allclose(reference(ids).logits, expected, atol=1e-5)
+        assert torch.allclose(policy(ids).logits, expected, atol=1e-5)

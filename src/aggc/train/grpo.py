@@ -31,7 +31,7 @@ from ..evaluate.scorers import gsm8k_reference_correct, math_reference_correct
 from ..models import load_model_and_tokenizer
 from ..paths import ROOT
 from . import rundir
-from .session import finish_run, open_run, trainer_arguments
+from .session import finish_run, open_run, save_final, trainer_arguments
 from .strategy import apply_strategy
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,28 @@ def grpo_arguments(cfg: DictConfig, output_dir: Path) -> GRPOConfig:
         use_vllm=g.use_vllm,
         vllm_mode=g.vllm_mode,
         vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
+        model_init_kwargs=reference_model_kwargs(cfg.model),
     )
+
+
+def reference_model_kwargs(model: dict) -> dict | None:
+    """TRL loads the KL reference model from the policy's path: a pinned hub revision must
+    reach it too. (TRL then warns that the kwargs are ignored for the policy, which is
+    already loaded; they still reach the reference model.)"""
+    return {"revision": model["revision"]} if model.get("revision") else None
+
+
+def loadable_by_path(model: dict, cache_dir: Path) -> dict:
+    """The model spec, made loadable by `from_pretrained(path)` alone, as TRL loads the
+    reference model: a GGUF file inside a package is not (model=smollm2_135m), so it is
+    de-quantized once into `cache_dir/gguf/<file>` as a standard checkpoint and the policy
+    (and with it the reference) is loaded from there."""
+    if model["kind"] != "gguf":
+        return model
+    target = cache_dir / "gguf" / Path(model["gguf_file"]).stem
+    if not (target / "config.json").exists():
+        save_final(*load_model_and_tokenizer(model, cache_dir), target)
+    return {**model, "kind": "hub", "hub_id": str(target), "revision": None}
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Path:
@@ -202,7 +223,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
 
     session = open_run(cfg, run_dir, clip)
     set_seed(cfg.seed)
-    model, tokenizer = load_model_and_tokenizer(OmegaConf.to_container(cfg.model, resolve=True), Path(cfg.cache_dir))
+    spec = loadable_by_path(OmegaConf.to_container(cfg.model, resolve=True), Path(cfg.cache_dir))
+    model, tokenizer = load_model_and_tokenizer(spec, Path(cfg.cache_dir))
     model = apply_strategy(model, cfg.strategy)
     trainer = RLVRTrainer(
         model=model,
