@@ -108,12 +108,15 @@ def test_sweep_runs_as_one_array_job(slurm_cluster, tmp_path):
     proc = start_sweep(slurm_cluster, runs, log, "strategy=aggc", f"clip.beta={','.join(betas)}", f"seed={','.join(seeds)}")
     try:
         assert finish(proc, SWEEP_TIMEOUT_S, diagnostics) == 0, f"the sweep failed\n{diagnostics()}"
+        jobs = array_jobs(runs)
+        assert len(jobs) == 1, f"one sweep, one sbatch: {sorted(jobs)}\n{diagnostics()}"
+        (job,) = jobs
+        # Before the clean-up: the driver returns once the results are written, and a task
+        # still exiting then would be cancelled by it (seen on a loaded machine).
+        states = ended(slurm_cluster, job, diagnostics)  # slurmctld keeps ended jobs for MinJobAge (300 s)
     finally:
         cleanup(slurm_cluster, array_jobs(runs), proc)
 
-    jobs = array_jobs(runs)
-    assert len(jobs) == 1, f"one sweep, one sbatch: {sorted(jobs)}\n{diagnostics()}"
-    (job,) = jobs
     submitit = sweep_dir(runs) / ".submitit"
     script = (submitit / job / f"{job}_submission.sh").read_text()
     assert "#SBATCH --array=0-3%2" in script and "#SBATCH --partition=local" in script, script
@@ -121,7 +124,6 @@ def test_sweep_runs_as_one_array_job(slurm_cluster, tmp_path):
     for i in range(4):  # each task ran as <jobid>_<index> of that one array
         out = (submitit / f"{job}_{i}" / f"{job}_{i}_0_log.out").read_text()
         assert f"job_id={job}_{i}," in out and "Job completed successfully" in out, out[-3000:]
-    states = ended(slurm_cluster, job, diagnostics)  # slurmctld keeps ended jobs for MinJobAge (300 s)
     assert states == {f"{job}_{i}": "COMPLETED" for i in range(4)}, states
 
     for beta in betas:
