@@ -43,8 +43,9 @@ demo: setup
 	$(OFFLINE) $(PY) -m aggc.grid table=demo runs_root=$(DEMO_RUNS) out_dir=$(DEMO_OUT) 'table.grid.seeds=[$(DEMO_SEEDS)]' \
 		"train_args='$(DEMO_TRAIN_ARGS)'" "eval_args='$(DEMO_EVAL_ARGS)'"
 
-# The same pipeline on a real pretrained model, on CPU (about 1.5 hours on 2 cores):
-# SmolLM2-135M-Instruct, Base / LoRA / AGGC / LoRA without clipping x 3 seeds, GSM8K.
+# The same pipeline on a real pretrained model, on CPU: SmolLM2-135M-Instruct, Base / LoRA /
+# AGGC / LoRA without clipping / AGGC (paper's equations) / Full FT x 3 seeds, GSM8K. The first
+# four rows take about 1.5 hours on 2 cores, all six about 2.5 hours (measured: README).
 DEMO_REAL_RUNS ?= runs/demo-real
 DEMO_REAL_OUT ?= results/demo-real
 DEMO_REAL_ARGS ?=
