@@ -9,6 +9,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from aggc.paths import CONF_DIR, ROOT
+from aggc.tables import config_value
 
 
 def plan(runs_root, *overrides):
@@ -72,12 +73,13 @@ def test_slurm_launchers_and_a_bad_launcher(tmp_path):
 
 
 def test_ablation_targets_print_their_cluster_plans(tmp_path):
-    """make table3 / table4 / figure6 DRY_RUN=1: the paper's grids, each swept key in the
-    training command and in the run directory's name."""
+    """make table3 / table4 / figure6 / table8 DRY_RUN=1: the paper's grids, each swept key
+    in the training command and in the run directory's name (table8: no sweep)."""
     expected = {
         "table3": ("2 models x 2 rows x 1 training sets x 3 seeds = 12 training cells, 24 evaluations", "clip.schedule.kind=none"),
         "table4": ("1 models x 5 rows x 1 training sets x 3 seeds = 15 training cells, 15 evaluations", "clip.beta=0.7"),
         "figure6": ("2 models x 17 rows x 1 training sets x 3 seeds = 102 training cells, 204 evaluations", "model.lora_r=128"),
+        "table8": ("3 models x 2 rows x 1 training sets x 3 seeds = 18 training cells, 0 evaluations", "clip=aggc_grpo"),
     }
     for table, (counts, swept) in expected.items():
         proc = subprocess.run([sys.executable, "-m", "aggc.grid", f"table={table}", "dry_run=true", f"runs_root={tmp_path}"],
@@ -85,7 +87,7 @@ def test_ablation_targets_print_their_cluster_plans(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert counts in proc.stdout
         cells = (tmp_path / "plan" / f"{table}.train.txt").read_text()
-        assert f" {swept} " in cells and f"-aggc__{swept}/seed" in cells
+        assert f" {swept} " in cells and (f"-aggc__{swept}/seed" in cells or "__" not in cells)
 
 
 def test_a_table_without_a_tiny_section_says_so(tmp_path):
@@ -114,3 +116,24 @@ def test_tiny_rank_sweep_trains_each_rank_and_draws_the_figure(tmp_path):
         "LoRA r=1", "LoRA r=16", "AGGC r=1", "AGGC r=16"]
     assert "—" not in "".join(line.split("|")[3] for line in table.splitlines() if line.startswith("| tiny") or line.startswith("|  |"))
     assert (out / "figure6.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("table, swept", [("table3", ("clip.schedule.kind", ["none", "linear"])),
+                                          ("table4", ("clip.beta", [0.1, 0.95]))])
+def test_tiny_ablations_train_each_setting_and_render(tmp_path, table, swept):
+    """make table3 / table4 TINY=1: each row's setting reaches the run's clip config, every
+    cell is evaluated, and the table has a number in every row."""
+    key, values = swept
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "aggc.grid", f"table={table}", "tiny=true", f"runs_root={tmp_path}",
+                           f"out_dir={out}"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for value in values:
+        run = tmp_path / "tiny_llama" / "arith" / f"aggc-aggc__{key}={value}" / "seed0"
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        assert config_value(config, key) == value
+        assert (run / "eval" / "arith.json").exists()
+    rows = [line for line in (out / f"{table}.md").read_text().splitlines() if line.startswith("| tiny") or line.startswith("|  |")]
+    assert len(rows) == 2 and all(line.split("|")[3].strip() != "—" for line in rows)

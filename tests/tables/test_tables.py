@@ -1,6 +1,7 @@
 """Rendering a table from a directory of result files, checked against hand-computed Markdown."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -118,3 +119,48 @@ def test_sweep_figure_panels_put_each_row_at_its_swept_value():
     assert gsm8k["reference"] == ("Full FT", None, 69.91)
     assert panels["llama2_7b: GSM8K"]["reference"] == ("Full FT", None, None)
 
+
+
+def render(tmp_path, table: str) -> str:
+    """`python -m aggc.tables table=<table>` over tmp_path's runs: the Markdown table."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggc.tables", f"runs_root={tmp_path}", f"out_dir={tmp_path / 'out'}",
+         f"paper_dir={ROOT / 'results' / 'paper'}", f"table={table}"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return (tmp_path / "out" / f"{table}.md").read_text()
+
+
+def test_table3_rows_are_told_apart_by_the_schedule_kind(tmp_path):
+    """Static and time-varying multipliers are one strategy, told apart by
+    `clip.schedule.kind`; each sits beside the paper's × / ✓ row."""
+    for seed, (static, scheduled) in enumerate([(70.0, 72.0), (71.0, 74.0)]):
+        for kind, score in (("none", static), ("linear", scheduled)):
+            run = fake_run(tmp_path / kind, "aggc", "aggc", seed, {"gsm8k": score})
+            config = yaml.safe_load((run / "config.yaml").read_text())
+            config["clip"]["schedule"] = {"kind": kind}
+            (run / "config.yaml").write_text(yaml.safe_dump(config))
+    table = render(tmp_path, "table3")
+    assert "| mistral_7b | static (×) | 70.50 ± 6.35 (n=2) | 71.39 | -0.89 |" in table
+    assert "|  | time-varying (✓) | 73.00 ± 12.71 (n=2) | 72.93 | +0.07 |" in table
+
+
+def test_table8_reads_peak_gpu_memory_from_the_manifests(tmp_path):
+    """Table 8: a finished run's manifest peak (MiB) is its memory in GiB, beside the
+    paper's GB; an unfinished run's manifest does not count."""
+    for seed, mib in enumerate([44 * 1024, 46 * 1024]):
+        run = tmp_path / f"grpo{seed}"
+        run.mkdir()
+        config = {"model": {"name": "qwen25_3b_instruct"}, "data": {"name": "gsm8k_train"}, "strategy": {"name": "grpo"},
+                  "clip": {"name": "global"}, "seed": seed}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        (run / "manifest.json").write_text(json.dumps({"peak_gpu_memory_mb": mib}))
+        (run / "COMPLETED").write_text("{}")
+    unfinished = tmp_path / "grpo9"
+    shutil.copytree(tmp_path / "grpo0", unfinished)
+    (unfinished / "COMPLETED").unlink()
+    (unfinished / "manifest.json").write_text(json.dumps({"peak_gpu_memory_mb": 1.0}))
+    table = render(tmp_path, "table8")
+    assert "| qwen25_3b_instruct | GRPO | 45.00 ± 12.71 (n=2) | 43.65 | +1.35 |" in table
+    assert "|  | AGGC | — | 44.26 | — |" in table
