@@ -52,7 +52,7 @@ DEMO_REAL_ARGS ?=
 demo-real: setup
 	$(OFFLINE) $(PY) -m aggc.grid table=demo_real runs_root=$(DEMO_REAL_RUNS) out_dir=$(DEMO_REAL_OUT) $(DEMO_REAL_ARGS)
 
-# GRPO vs GRPO + AGGC on the same real model, on CPU (about 45 min on 2 cores), starting from
+# GRPO vs GRPO + AGGC on the same real model, on CPU (18 min on 2 cores), starting from
 # demo-real's LoRA run (run `make demo-real` first): results/demo-real/table5.md + grpo_curves.png.
 demo-real-grpo: setup
 	$(OFFLINE) $(PY) -m aggc.grid table=demo_real_grpo runs_root=$(DEMO_REAL_RUNS) out_dir=$(DEMO_REAL_OUT) $(DEMO_REAL_ARGS)
