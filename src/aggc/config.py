@@ -69,17 +69,17 @@ def validate(cfg: DictConfig) -> ClipConfig:
             f"clip.groups=lora with strategy={cfg.strategy.name}: {what} has no LoRA tensors; set clip.groups=trainable"
         )
     if method in ("lora", "dora"):
-        _positive_int("strategy.peft.r", cfg.strategy.peft.r)
-        _positive("strategy.peft.alpha", cfg.strategy.peft.alpha)
+        require_positive_int("strategy.peft.r", cfg.strategy.peft.r)
+        require_positive("strategy.peft.alpha", cfg.strategy.peft.alpha)
         if not 0 <= cfg.strategy.peft.dropout < 1:
             raise ConfigError(f"strategy.peft.dropout={cfg.strategy.peft.dropout}: must lie in [0, 1)")
 
     t = cfg.train
-    _positive("train.learning_rate", t.learning_rate)
-    _positive("train.full_ft_learning_rate", t.full_ft_learning_rate)
-    _positive_int("train.per_device_train_batch_size", t.per_device_train_batch_size)
-    _positive_int("train.gradient_accumulation_steps", t.gradient_accumulation_steps)
-    _positive_int("train.save_steps", t.save_steps)
+    require_positive("train.learning_rate", t.learning_rate)
+    require_positive("train.full_ft_learning_rate", t.full_ft_learning_rate)
+    require_positive_int("train.per_device_train_batch_size", t.per_device_train_batch_size)
+    require_positive_int("train.gradient_accumulation_steps", t.gradient_accumulation_steps)
+    require_positive_int("train.save_steps", t.save_steps)
     if t.max_steps == 0 or t.max_steps < -1:
         raise ConfigError(f"train.max_steps={t.max_steps}: -1 (use num_train_epochs) or a positive step count")
     if not 0 <= t.warmup_ratio < 1:
@@ -91,7 +91,7 @@ def validate(cfg: DictConfig) -> ClipConfig:
             f"train.deepspeed with clip.mode={clip.mode}: DeepSpeed ZeRO steps inside backward and frees or moves "
             "p.grad, so a Trainer callback would clip nothing. Use FSDP2 (train.fsdp=full_shard) instead"
         )
-    _positive_int("data.max_length", cfg.data.max_length)
+    require_positive_int("data.max_length", cfg.data.max_length)
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"wandb.mode={cfg.wandb.mode!r}: must be offline, online or disabled")
     return clip
@@ -102,11 +102,11 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}={value!r}: must be one of {', '.join(allowed)}")
 
 
-def _positive(key: str, value: Any) -> None:
+def require_positive(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ConfigError(f"{key}={value!r}: must be a positive number")
 
 
-def _positive_int(key: str, value: Any) -> None:
+def require_positive_int(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{key}={value!r}: must be a positive integer")

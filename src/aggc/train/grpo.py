@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback, set_seed
 from trl import GRPOConfig, GRPOTrainer
 
-from ..config import ConfigError, _positive, _positive_int, check_hardware, validate
+from ..config import ConfigError, check_hardware, require_positive, require_positive_int, validate
 from ..data.formats import format_prompt, load_sft_records
 from ..evaluate.scorers import gsm8k_reference_correct, math_reference_correct
 from ..models import load_model_and_tokenizer
@@ -106,7 +106,7 @@ def check_grpo(cfg: DictConfig, cuda_available: bool) -> None:
     if g is None:
         raise ConfigError(f"train.grpo: strategy={cfg.strategy.name} needs a GRPO recipe: "
                           "train=grpo_tiny (CPU) or train=grpo_paper")
-    _positive_int("train.grpo.num_generations", g.num_generations)
+    require_positive_int("train.grpo.num_generations", g.num_generations)
     if g.num_generations < 2:
         raise ConfigError(f"train.grpo.num_generations={g.num_generations}: GRPO compares completions of one prompt; "
                           "must be >= 2")
@@ -117,8 +117,8 @@ def check_grpo(cfg: DictConfig, cuda_available: bool) -> None:
             f"train.per_device_train_batch_size x train.gradient_accumulation_steps x processes = {completions} completions "
             f"per step: must be a multiple of train.grpo.num_generations={g.num_generations} (whole prompt groups)"
         )
-    _positive_int("train.grpo.max_completion_length", g.max_completion_length)
-    _positive("train.grpo.temperature", g.temperature)
+    require_positive_int("train.grpo.max_completion_length", g.max_completion_length)
+    require_positive("train.grpo.temperature", g.temperature)
     if not isinstance(g.kl_coef, (int, float)) or g.kl_coef < 0:
         raise ConfigError(f"train.grpo.kl_coef={g.kl_coef!r}: must be a number >= 0")
     if not 0 <= g.zero_variance_warning <= 1:
