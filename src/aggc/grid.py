@@ -211,7 +211,10 @@ def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[list[str]]], list[list[
     plan_dir.mkdir(parents=True, exist_ok=True)
     extra_train, extra_eval = extra_args(cfg, spec, "train"), extra_args(cfg, spec, "eval")
     train_file, eval_file = plan_dir / f"{spec['name']}.train.txt", plan_dir / f"{spec['name']}.eval.txt"
-    atomic_write_text(train_file, "".join(shlex.join(c.train_overrides(runs_root) + extra_train) + "\n" for c in todo))
+    def cells_text(cells: list[Cell]) -> str:  # one line of training overrides per cell
+        return "".join(shlex.join(c.train_overrides(runs_root) + extra_train) + "\n" for c in cells)
+
+    atomic_write_text(train_file, cells_text(todo))
     atomic_write_text(eval_file, "".join(shlex.join([f"run={r}", f"eval={b}", *extra_eval]) + "\n"
                                          for b, runs in pending.items() for r in runs))
     print(f"cells files (for slurm/array.sbatch): {train_file} ({len(todo)} lines), {eval_file} "
@@ -220,7 +223,7 @@ def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[list[str]]], list[list[
         for n in sorted({waves[c.data][0] for c in todo}):
             mine = [c for c in todo if waves[c.data][0] == n]
             wave_file = plan_dir / f"{spec['name']}.train.wave{n}.txt"
-            atomic_write_text(wave_file, "".join(shlex.join(c.train_overrides(runs_root) + extra_train) + "\n" for c in mine))
+            atomic_write_text(wave_file, cells_text(mine))
             print(f"  wave {n}: {wave_file} ({len(mine)} lines)" + (" (submit after the previous wave has finished: "
                   "sbatch --dependency=afterok:<its job id>)" if n > 1 else ""))
     return training_commands(cfg, spec, todo, waves), evaluation_commands(cfg, spec, pending)

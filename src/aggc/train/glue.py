@@ -24,7 +24,7 @@ from ..data import glue as glue_data
 from ..models import load_classifier_and_tokenizer
 from . import rundir
 from .session import finish_run, open_run, trainer_arguments
-from .strategy import apply_strategy
+from .strategy import apply_strategy, in_modules
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,12 @@ def load_model(cfg: DictConfig, predecessor: Path | None):
 
 def load_backbone(model, final: Path, head_modules: list[str]) -> None:
     """Copy every weight of `final` but the head's into `model` (strict on the rest)."""
-    def in_head(key: str) -> bool:
-        return any(key == h or key.startswith(h + ".") for h in head_modules)
-
     files = sorted(final.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{final}: no safetensors weights")
-    state = {k: v for f in files for k, v in load_file(f).items() if not in_head(k)}
+    state = {k: v for f in files for k, v in load_file(f).items() if not in_modules(k, head_modules)}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not in_head(k)]
+    missing = [k for k in missing if not in_modules(k, head_modules)]
     if missing or unexpected:
         raise RuntimeError(f"{final} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     log.info("backbone from %s (%d tensors); new head %s", final, len(state), head_modules)

@@ -34,12 +34,16 @@ def apply_strategy(model, strategy: DictConfig, task_type: str = "CAUSAL_LM", he
     return get_peft_model(model, config)
 
 
+def in_modules(name: str, modules) -> bool:
+    """Whether the parameter or state-dict key `name` belongs to one of `modules` (dotted prefixes)."""
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
 def bitfit(model, head_modules=()):
     """Freeze everything but the bias terms (and the parameters of `head_modules`)."""
-    heads = tuple(head_modules)
     biases = 0
     for name, param in model.named_parameters():
-        in_head = any(name == h or name.startswith(h + ".") for h in heads)
+        in_head = in_modules(name, head_modules)
         is_bias = name.endswith(".bias") or name == "bias"
         param.requires_grad = in_head or is_bias
         biases += is_bias and not in_head
