@@ -17,6 +17,7 @@ from .clipping import ClipConfig, ClipConfigError
 PEFT_METHODS = ("none", "lora", "dora", "bitfit")
 MODEL_KINDS = ("tiny", "gguf", "hub")
 DATA_KINDS = ("arith", "jsonl", "hub", "tsv")   # tsv: GLUE task files
+SELECT_BEST = ("last", "epoch")   # GLUE: score the final epoch, or keep the best dev-set epoch
 
 
 class ConfigError(ValueError):
@@ -86,6 +87,14 @@ def validate(cfg: DictConfig) -> ClipConfig:
         raise ConfigError(f"train.warmup_ratio={t.warmup_ratio}: must lie in [0, 1)")
     if t.fsdp not in (None, "full_shard"):
         raise ConfigError(f"train.fsdp={t.fsdp!r}: must be null or full_shard")
+    select_best = t.get("select_best", "last")
+    _choice("train.select_best", select_best, SELECT_BEST)
+    if select_best == "epoch" and cfg.model.get("task") != "seq_cls":
+        raise ConfigError(f"train.select_best=epoch with model={cfg.model.name}: only GLUE runs (model.task=seq_cls) "
+                          "score a dev set during training; the generation benchmarks are scored by the evaluation stage")
+    if select_best == "epoch" and t.max_steps != -1:
+        raise ConfigError(f"train.select_best=epoch with train.max_steps={t.max_steps}: the best of whole epochs is kept, "
+                          "so the run's length is train.num_train_epochs; set train.max_steps=-1")
     if t.deepspeed and clip.mode != "none":
         raise ConfigError(
             f"train.deepspeed with clip.mode={clip.mode}: DeepSpeed ZeRO steps inside backward and frees or moves "

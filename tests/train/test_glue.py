@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from transformers import set_seed
 
-from aggc.config import ConfigError
+from aggc.config import ConfigError, validate
+from aggc.evaluate.glue import evaluate_glue
 from aggc.models import load_classifier_and_tokenizer
 from aggc.paths import CONF_DIR, ROOT
 from aggc.train import glue, rundir, sft
@@ -89,6 +90,36 @@ def test_bitfit_trains_only_biases_and_the_head(tmp_path):
     state = torch.load(run / "checkpoints" / "checkpoint-3" / "clipper.pt", weights_only=False)
     assert set(state["param_names"]) == trainable  # the global clip sees exactly the trainable tensors
     assert state["param_names"]
+
+
+def test_select_best_epoch_keeps_the_best_dev_epoch_as_final(tmp_path):
+    """train.select_best=epoch (the paper's LoRA-codebase protocol): the dev score after
+    every epoch is in the manifest, and final/ is the best epoch's model, so the evaluation
+    stage scores exactly the best of them, here where the last epoch scored lower (STS-B
+    Pearson: continuous, so epochs differ on 40 rows; 5 steps per epoch)."""
+    cfg = glue_config(tmp_path, "glue_stsb_local", "strategy=aggc", "data.init_from=null", "train.max_steps=-1",
+                      "train.num_train_epochs=4", "train.learning_rate=2e-2", "train.select_best=epoch")
+    run = glue.run(cfg, run_dir(cfg))
+    selection = json.loads((run / "manifest.json").read_text())["selection"]
+    assert selection["metric"] == "pearson" and [e["epoch"] for e in selection["epochs"]] == [1, 2, 3, 4]
+    per_epoch = [e["pearson"] for e in selection["epochs"]]
+    best = max(per_epoch)
+    assert selection["best"] == best and selection["best_checkpoint"] == f"checkpoint-{5 * (per_epoch.index(best) + 1)}"
+    assert per_epoch[-1] < best, f"the fixture must make the last epoch worse than the best: {per_epoch}"
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        eval_cfg = compose("evaluate", overrides=[f"run={run}", "eval=glue_stsb"])
+    assert evaluate_glue(eval_cfg, run, run / "final")["score"] == pytest.approx(best, rel=1e-4)
+
+
+def test_select_best_epoch_is_refused_where_it_cannot_apply(tmp_path):
+    with pytest.raises(ConfigError, match="train.max_steps=-1"):
+        validate(glue_config(tmp_path, "glue_sst2_local", "train.select_best=epoch"))
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        causal = compose("config", overrides=["model=tiny_llama", "train=tiny", "train.select_best=epoch", "train.max_steps=-1"])
+    with pytest.raises(ConfigError, match="only GLUE runs"):
+        validate(causal)
+    with pytest.raises(ConfigError, match="train.select_best='best'"):
+        validate(glue_config(tmp_path, "glue_sst2_local", "train.select_best=best"))
 
 
 def test_bitfit_refuses_a_model_without_biases():

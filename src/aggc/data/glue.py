@@ -103,3 +103,8 @@ def encode(records: list[dict], tokenizer, max_length: int) -> dict[str, list]:
 
 def train_dataset(spec: dict, tokenizer) -> datasets.Dataset:
     return datasets.Dataset.from_dict(encode(load_split(spec, "train", spec.get("limit")), tokenizer, spec["max_length"]))
+
+
+def dev_dataset(spec: dict, split: str, tokenizer) -> datasets.Dataset:
+    """A whole dev split, for scoring during training (`train.select_best: epoch`)."""
+    return datasets.Dataset.from_dict(encode(load_split(spec, split), tokenizer, spec["max_length"]))

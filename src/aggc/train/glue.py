@@ -7,6 +7,12 @@ initialisation are GLUE's. `data.init_from: glue_mnli` (STS-B, RTE, MRPC in the 
 starts the backbone from the same model / strategy / clip / seed's MNLI run (its
 `final/`, adapters merged) with a new task head (`model.head_modules`); that run must be
 COMPLETED, or this one refuses to start.
+
+`train.select_best: epoch` (train=paper_glue) is the LoRA codebase's protocol, which the
+paper says it used: score the dev set after every epoch and keep the best epoch's weights
+as `final/` (the Trainer's load_best_model_at_end), so the evaluation stage reports the
+best epoch. It selects on the set it reports, as that codebase does; `last` scores the
+final epoch. Checkpoints are then saved per epoch, so a crash loses at most one epoch.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, se
 
 from ..config import ConfigError, check_hardware, validate
 from ..data import glue as glue_data
+from ..evaluate.glue import score_name, scores
 from ..models import load_classifier_and_tokenizer
+from ..paths import CONF_DIR
 from . import rundir
 from .session import finish_run, open_run, trainer_arguments
 from .strategy import apply_strategy, in_modules
@@ -73,6 +81,45 @@ def load_backbone(model, final: Path, head_modules: list[str]) -> None:
     log.info("backbone from %s (%d tensors); new head %s", final, len(state), head_modules)
 
 
+def headline_score(spec: dict) -> tuple[str, str, str]:
+    """(dev split, metric, score name) of the number the tables print for this task: the
+    `score` of its evaluation config (conf/eval/glue_<task>.yaml), so training selects on
+    what evaluation reports."""
+    eval_cfg = OmegaConf.load(CONF_DIR / "eval" / f"glue_{spec['task']}.yaml")
+    for split in glue_data.split_names(spec):
+        for metric in eval_cfg.metrics:
+            if score_name(split, metric) == eval_cfg.score:
+                return split, metric, eval_cfg.score
+    raise ConfigError(f"conf/eval/glue_{spec['task']}.yaml: score {eval_cfg.score!r} is no split's metric of data={spec['name']}")
+
+
+def best_epoch_arguments(spec: dict, headline: tuple[str, str, str], tokenizer, eval_batch_size: int) -> tuple[dict, dict]:
+    """Trainer keywords that score the headline metric on its dev split after every epoch
+    and load the best epoch's checkpoint at the end."""
+    split, metric, score = headline
+    regression = glue_data.is_regression(spec)
+
+    def compute_metrics(prediction) -> dict[str, float]:
+        logits = prediction.predictions
+        predicted = logits[:, 0] if regression else logits.argmax(-1)
+        return scores([metric], {split: prediction.label_ids.tolist()}, {split: predicted.tolist()})
+
+    dev = glue_data.dev_dataset(spec, split, tokenizer)
+    arguments = dict(eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+                     metric_for_best_model=score, greater_is_better=True,
+                     per_device_eval_batch_size=eval_batch_size)
+    return arguments, dict(eval_dataset=dev, compute_metrics=compute_metrics)
+
+
+def record_selection(run_dir: Path, state, score: str) -> None:
+    """The dev score of every epoch and the one kept, in the manifest."""
+    key = f"eval_{score}"
+    epochs = [{"epoch": round(e["epoch"]), "step": e["step"], score: e[key]} for e in state.log_history if key in e]
+    best = state.best_model_checkpoint
+    rundir.update_manifest(run_dir, selection={
+        "metric": score, "epochs": epochs, "best_checkpoint": Path(best).name if best else None, "best": state.best_metric})
+
+
 def run(cfg: DictConfig, run_dir: Path) -> Path:
     """Train one GLUE cell into `run_dir`; resume from its last whole checkpoint if any."""
     clip = validate(cfg)
@@ -90,6 +137,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     data_spec = OmegaConf.to_container(cfg.data, resolve=True)
     glue_data.check_source(data_spec)
     predecessor = check_predecessor(cfg)
+    headline = headline_score(data_spec) if cfg.train.get("select_best", "last") == "epoch" else None
 
     session = open_run(cfg, run_dir, clip)
     if session.main_process and predecessor is not None:
@@ -99,14 +147,22 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     model, tokenizer = load_model(cfg, predecessor)
     model = apply_strategy(model, cfg.strategy, task_type="SEQ_CLS", head_modules=list(cfg.model.head_modules))
     dataset = glue_data.train_dataset(data_spec, tokenizer)
+    arguments, evaluation = trainer_arguments(cfg, session.checkpoints), {}
+    if headline:
+        more_arguments, evaluation = best_epoch_arguments(data_spec, headline, tokenizer, cfg.train.per_device_train_batch_size)
+        arguments.update(more_arguments)
 
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(**trainer_arguments(cfg, session.checkpoints)),
+        args=TrainingArguments(**arguments),
         train_dataset=dataset,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         callbacks=[session.callback],
+        **evaluation,
     )
-    finish_run(session, trainer, tokenizer, session.train(trainer))
+    result = session.train(trainer)
+    if headline and session.main_process:
+        record_selection(run_dir, trainer.state, headline[2])
+    finish_run(session, trainer, tokenizer, result)
     return run_dir
