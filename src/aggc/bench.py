@@ -1,13 +1,13 @@
 """What clipping costs, measured side by side: `python -m aggc.bench [--quick] [--device cuda]`.
 
-Every figure is a ratio of timings taken in the same process, interleaved (mode A, B,
-C, A, B, C, ...), as the median of the repetitions after warm-up. Writes
+Every figure is a ratio of timings taken in the same process, interleaved and rotated
+(A, B, C, then B, C, A, ...), as the median of the repetitions after warm-up. Writes
 `results/bench/<name>.json` and `results/bench/<name>.md`.
 
 1. clip kernel on a LoRA-r128 gradient set shaped like Llama-2-7B's seven linear
    modules (224 adapter pairs), every dimension divided by `--scale` to fit memory;
-2. device->host synchronisations per clip step;
-3. optimizer steps of a tiny Llama + LoRA with clip none / global / AGGC;
+2. device->host synchronisations per clip step (AGGC's and the authors' per-tensor pattern's);
+3. optimizer steps of a tiny Llama + LoRA with clip none / global / AGGC, and the clip alone;
 4. the clipper's own memory per group, and peak RSS of training with and without AGGC;
 5. with `--demo`: wall time of `make demo`'s stages (train, evaluate, tables; setup and
    the cached tiny base model excluded), so end-to-end regressions show.
@@ -84,10 +84,13 @@ def _sync(device: str) -> None:
 
 
 def interleaved(fns: dict[str, callable], repeats: int, warmup: int, device: str) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved across functions."""
+    """Median seconds per call of each function, calls interleaved across functions; the
+    order rotates every round, so no function always runs after the same one."""
     times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
     for round_ in range(warmup + repeats):
-        for name, fn in fns.items():
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            fn = fns[name]
             _sync(device)
             start = time.perf_counter()
             fn()
@@ -127,11 +130,13 @@ def bench_clip_kernel(scale: int, repeats: int, warmup: int, device: str, layers
 
 
 def count_host_syncs(device: str) -> dict:
-    """Device->host transfers in `clip()` (must be 0) and in `step()` (1, for the log)."""
+    """Device->host transfers in `clip()` (must be 0), in `step()` (1, for the log), and in
+    the authors' per-tensor pattern (one per tensor: each stalls the GPU's queue, which is
+    why that pattern's cost shows on GPU and hardly on CPU)."""
     params = lora_gradients(64, device, layers=2)
     clipper = GradientClipper(params, ClipConfig.from_dict({"mode": "aggc"}), total_steps=100)
-    counts = {}
-    for label, fn in (("clip", clipper.clip), ("step", clipper.step)):
+    counts = {"tensors": len(params)}
+    for label, fn in (("clip", clipper.clip), ("step", clipper.step), ("naive_per_tensor", lambda: naive_per_tensor_clip(params, {}))):
         if device.startswith("cuda"):
             counts[label] = _cuda_syncs(fn)
         else:
@@ -186,25 +191,31 @@ def tiny_lora_model(device: str, seed: int = 0):
 
 
 def bench_train_step(repeats: int, warmup: int, device: str, batch: int = 16, length: int = 96) -> dict:
-    """Optimizer steps/s of the tiny Llama + LoRA (forward, backward, clip, AdamW)."""
+    """Optimizer steps/s of the tiny Llama + LoRA (forward, backward, clip, AdamW). One model
+    and optimizer for all modes, so only the clipping differs between them."""
     ids = torch.randint(0, 512, (batch, length), generator=torch.Generator().manual_seed(0)).to(device)
-    setups = {}
-    for mode in ("none", "global", "aggc"):
-        model = tiny_lora_model(device)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-        clipper = GradientClipper(model.named_parameters(), ClipConfig.from_dict({"mode": mode, "groups": "lora"}), total_steps=10**6)
-        setups[mode] = (model, optimizer, clipper)
+    model = tiny_lora_model(device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    clippers = {mode: GradientClipper(model.named_parameters(), ClipConfig.from_dict({"mode": mode, "groups": "lora"}),
+                                      total_steps=10**6) for mode in ("global", "aggc")}
 
     def step(mode):
-        model, optimizer, clipper = setups[mode]
         model(input_ids=ids, labels=ids).loss.backward()
-        if mode != "none":
-            clipper.clip()
+        if mode in clippers:
+            clippers[mode].clip()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    t = interleaved({m: (lambda m=m: step(m)) for m in setups}, repeats, warmup, device)
-    return {"seconds_per_step": t, "ratios": {"aggc / none": t["aggc"] / t["none"], "global / none": t["global"] / t["none"]}}
+    t = interleaved({m: (lambda m=m: step(m)) for m in ("none", "global", "aggc")}, repeats, warmup, device)
+    # The clip alone on this model's gradients: its share of a step, finer than the step
+    # ratios, whose run-to-run noise on a shared CPU is a few percent.
+    model(input_ids=ids, labels=ids).loss.backward()
+    clip_seconds = interleaved({m: c.clip for m, c in clippers.items()}, repeats, warmup, device)
+    optimizer.zero_grad(set_to_none=True)
+    return {"seconds_per_step": t, "clip_seconds": clip_seconds,
+            "ratios": {"aggc / none": t["aggc"] / t["none"], "global / none": t["global"] / t["none"],
+                       "(none + aggc clip) / none": 1 + clip_seconds["aggc"] / t["none"],
+                       "(none + global clip) / none": 1 + clip_seconds["global"] / t["none"]}}
 
 
 def clipper_memory(device: str) -> dict:
@@ -268,7 +279,8 @@ def markdown(result: dict) -> str:
         "|---|---:|",
         *(f"| {r} | {v:.2f} |" for r, v in k["ratios"].items()),
         "",
-        f"## Host synchronisations per step: clip() {result['host_syncs']['clip']}, step() {result['host_syncs']['step']}",
+        f"## Host synchronisations per step: clip() {result['host_syncs']['clip']}, step() {result['host_syncs']['step']}"
+        f"; the naive per-tensor pattern {result['host_syncs']['naive_per_tensor']} for {result['host_syncs']['tensors']} tensors",
         "",
         "## Training step (tiny Llama + LoRA r16)",
         "",
@@ -276,6 +288,7 @@ def markdown(result: dict) -> str:
         "|---|---:|",
         *(f"| {m} | {s * 1e3:.1f} |" for m, s in result["train_step"]["seconds_per_step"].items()),
         "",
+        *(f"- clip alone, {m}: {v * 1e3:.2f} ms" for m, v in result["train_step"]["clip_seconds"].items()),
         *(f"- {r}: {v:.3f}" for r, v in result["train_step"]["ratios"].items()),
         "",
         "## Memory",
@@ -298,10 +311,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--name", default=None, help="output name (default: the device)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR / "bench")
     parser.add_argument("--demo", action="store_true", help="also time make demo's stages (about 8 minutes on 2 cores)")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="divide the clip kernel's dimensions by this (default: 16 with --quick, 4 on CPU, 1 on GPU: the real shapes)")
     args = parser.parse_args(argv)
 
     repeats, warmup = (1, 1) if args.quick else (7, 2)
-    scale, layers = (16, 2) if args.quick else (4, None)
+    scale, layers = (16, 2) if args.quick else (4 if args.device == "cpu" else 1, None)
+    scale = args.scale or scale
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name()
     result = {
         "command": " ".join(["python -m aggc.bench", *(argv if argv is not None else sys.argv[1:])]),
