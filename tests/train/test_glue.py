@@ -108,7 +108,10 @@ def test_select_best_epoch_keeps_the_best_dev_epoch_as_final(tmp_path):
     assert per_epoch[-1] < best, f"the fixture must make the last epoch worse than the best: {per_epoch}"
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         eval_cfg = compose("evaluate", overrides=[f"run={run}", "eval=glue_stsb"])
-    assert evaluate_glue(eval_cfg, run, run / "final")["score"] == pytest.approx(best, rel=1e-4)
+    result = evaluate_glue(eval_cfg, run, run / "final")
+    assert result["score"] == pytest.approx(best, rel=1e-4)
+    assert selection["best_epoch"] == per_epoch.index(best) + 1
+    assert result["scored_model"] == f"best epoch on dev pearson: {selection['best_epoch']} of 4"
 
 
 def test_select_best_epoch_is_refused_where_it_cannot_apply(tmp_path):

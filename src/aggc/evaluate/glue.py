@@ -9,6 +9,7 @@ and QQP), MNLI on both dev sets (matched, mismatched).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -83,6 +84,14 @@ def predict(model, tokenizer, records: list[dict], max_length: int, batch_size: 
     return out
 
 
+def scored_model(run: Path) -> str:
+    """Which epoch `final/` is: the best one under train.select_best=epoch, else the last."""
+    selection = json.loads((run / "manifest.json").read_text()).get("selection")
+    if not selection:
+        return "last epoch"
+    return f"best epoch on dev {selection['metric']}: {selection['best_epoch']} of {len(selection['epochs'])}"
+
+
 def evaluate_glue(cfg: DictConfig, run: Path, final: Path) -> dict:
     spec = check_inputs(cfg, run)
     import torch
@@ -102,6 +111,7 @@ def evaluate_glue(cfg: DictConfig, run: Path, final: Path) -> dict:
                     for i, (y, p) in enumerate(zip(labels[split], predictions[split]))]
     result = scores(list(cfg.eval.metrics), labels, predictions)
     return {
+        "scored_model": scored_model(run),
         "score": result[cfg.eval.score],
         "scorer": cfg.eval.scorer,
         "scores": result,

@@ -115,9 +115,10 @@ def record_selection(run_dir: Path, state, score: str) -> None:
     """The dev score of every epoch and the one kept, in the manifest."""
     key = f"eval_{score}"
     epochs = [{"epoch": round(e["epoch"]), "step": e["step"], score: e[key]} for e in state.log_history if key in e]
-    best = state.best_model_checkpoint
+    best = Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None
+    best_epoch = next((e["epoch"] for e in epochs if best == f"checkpoint-{e['step']}"), None)
     rundir.update_manifest(run_dir, selection={
-        "metric": score, "epochs": epochs, "best_checkpoint": Path(best).name if best else None, "best": state.best_metric})
+        "metric": score, "epochs": epochs, "best_epoch": best_epoch, "best_checkpoint": best, "best": state.best_metric})
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Path:
