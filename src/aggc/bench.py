@@ -8,7 +8,8 @@ Every figure is a ratio of timings taken in the same process, interleaved and ro
    modules (224 adapter pairs), every dimension divided by `--scale` to fit memory;
 2. device->host synchronisations per clip step (AGGC's and the authors' per-tensor pattern's);
 3. optimizer steps of a tiny Llama + LoRA with clip none / global / AGGC, and the clip alone;
-4. the clipper's own memory per group, and peak RSS of training with and without AGGC;
+4. the clipper's own memory per group, and peak memory (RSS; on GPU also torch's peak
+   allocated) of training with and without AGGC;
 5. with `--demo`: wall time of `make demo`'s stages (train, evaluate, tables; setup and
    the cached tiny base model excluded), so end-to-end regressions show.
 """
@@ -230,18 +231,29 @@ def clipper_memory(device: str) -> dict:
     return out
 
 
-def peak_rss_mb(mode: str, steps: int) -> float:
-    """Peak RSS of a fresh process that runs `steps` tiny training steps with `mode`."""
-    code = (
-        "import resource, torch; from aggc.bench import tiny_lora_model; from aggc.clipping import ClipConfig, GradientClipper;"
-        "m = tiny_lora_model('cpu'); o = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3);"
-        f"c = GradientClipper(m.named_parameters(), ClipConfig.from_dict({{'mode': '{mode}', 'groups': 'lora'}}));"
-        "ids = torch.randint(0, 512, (16, 96));"
-        f"exec('for _ in range({steps}):\\n m(input_ids=ids, labels=ids).loss.backward(); c.clip(); o.step(); o.zero_grad()');"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
-    )
+def peak_memory_mb(mode: str, steps: int, device: str) -> dict[str, float]:
+    """Peak memory of `steps` tiny training steps with `mode`, in a fresh process (so no
+    earlier measurement raises the peak): its RSS, and on GPU torch's peak allocated
+    memory (what Table 8 reports)."""
+    code = f"import json; from aggc.bench import tiny_training_peak; print(json.dumps(tiny_training_peak({mode!r}, {steps}, {device!r})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def tiny_training_peak(mode: str, steps: int, device: str) -> dict[str, float]:
+    model = tiny_lora_model(device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    clipper = GradientClipper(model.named_parameters(), ClipConfig.from_dict({"mode": mode, "groups": "lora"}))
+    ids = torch.randint(0, 512, (16, 96), device=device)
+    for _ in range(steps):
+        model(input_ids=ids, labels=ids).loss.backward()
+        clipper.clip()
+        optimizer.step()
+        optimizer.zero_grad()
+    peak = {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.startswith("cuda"):
+        peak["gpu"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
 
 
 def cpu_name() -> str:
@@ -295,8 +307,9 @@ def markdown(result: dict) -> str:
         "",
         *(f"- clipper state, {v['tensors']} tensors in {v['groups']} groups: {v['state_bytes']} bytes" for v in result["clipper_memory"].values()),
     ]
-    if "peak_rss_mb" in result:
-        lines += [f"- peak RSS of tiny training, {m}: {v:.0f} MB" for m, v in result["peak_rss_mb"].items()]
+    for mode, peak in result.get("peak_memory_mb", {}).items():
+        lines += [f"- peak {'RSS' if kind == 'rss' else 'GPU memory allocated'} of tiny training, {mode}: {mb:.0f} MB"
+                  for kind, mb in peak.items()]
     if "demo" in result:
         stages = result["demo"]["seconds"]
         lines += ["", f"## End to end: `make demo` ({result['demo']['cells']} training cells), wall time", "",
@@ -332,8 +345,8 @@ def main(argv: list[str] | None = None) -> dict:
         "train_step": bench_train_step(repeats * 3, warmup, args.device, batch=4 if args.quick else 16),
         "clipper_memory": clipper_memory(args.device),
     }
-    if not args.quick and args.device == "cpu":
-        result["peak_rss_mb"] = {m: peak_rss_mb(m, 20) for m in ("none", "aggc")}
+    if not args.quick:
+        result["peak_memory_mb"] = {m: peak_memory_mb(m, 20, args.device) for m in ("none", "aggc")}
     if args.demo:
         with tempfile.TemporaryDirectory() as work_dir:
             result["demo"] = demo_stages(Path(work_dir))
