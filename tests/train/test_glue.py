@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
 
 from aggc.config import ConfigError, validate
 from aggc.evaluate.glue import evaluate_glue
@@ -112,6 +112,38 @@ def test_select_best_epoch_keeps_the_best_dev_epoch_as_final(tmp_path):
     assert result["score"] == pytest.approx(best, rel=1e-4)
     assert selection["best_epoch"] == per_epoch.index(best) + 1
     assert result["scored_model"] == f"best epoch on dev pearson: {selection['best_epoch']} of 4"
+
+
+def test_select_best_epoch_resumes_after_a_crash_to_the_same_selection(tmp_path, monkeypatch):
+    """A select_best=epoch run that dies right after epoch 2's checkpoint resumes there
+    (per-epoch checkpoints, the best-so-far restored with the Trainer's state) and ends
+    with the same per-epoch scores, best epoch and final weights as a run never stopped."""
+    overrides = ("strategy=aggc", "data.init_from=null", "train.max_steps=-1", "train.num_train_epochs=4",
+                 "train.learning_rate=2e-2", "train.select_best=epoch")
+    straight_cfg = glue_config(tmp_path / "straight", "glue_stsb_local", *overrides)
+    straight = glue.run(straight_cfg, run_dir(straight_cfg))
+
+    class Crash(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 10:
+                raise RuntimeError("crash after checkpoint-10")
+
+    class CrashingTrainer(glue.Trainer):
+        def __init__(self, *args, callbacks, **kwargs):
+            super().__init__(*args, callbacks=[*callbacks, Crash()], **kwargs)  # after the clip callback's save
+
+    cfg = glue_config(tmp_path / "crashed", "glue_stsb_local", *overrides)
+    with monkeypatch.context() as patch:
+        patch.setattr(glue, "Trainer", CrashingTrainer)
+        with pytest.raises(RuntimeError, match="crash after checkpoint-10"):
+            glue.run(cfg, run_dir(cfg))
+    assert not (run_dir(cfg) / "COMPLETED").exists()
+    resumed = glue.run(cfg, run_dir(cfg))
+    manifest, expected = json.loads((resumed / "manifest.json").read_text()), json.loads((straight / "manifest.json").read_text())
+    assert manifest["resumed_from"] == ["checkpoint-10"]
+    assert manifest["selection"] == expected["selection"] and manifest["selection"]["best_epoch"] == 3
+    a, b = load_file(straight / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_select_best_epoch_is_refused_where_it_cannot_apply(tmp_path):
