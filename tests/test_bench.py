@@ -3,7 +3,7 @@ speed is judged from the committed full-mode JSON, never by a timed test)."""
 
 import json
 
-from aggc.bench import lora_gradients, main
+from aggc.bench import lora_gradients, main, markdown, peak_memory_mb
 
 
 def test_quick_bench_writes_results(tmp_path):
@@ -18,6 +18,14 @@ def test_quick_bench_writes_results(tmp_path):
     # the clipper's state does not grow with the tensor count: O(groups)
     memory = saved["clipper_memory"]
     assert memory["1_layers"]["state_bytes"] == memory["8_layers"]["state_bytes"]
+    # the full mode's peak memory lines, GPU's included (rendered here from a made-up entry)
+    result["peak_memory_mb"] = {"aggc": {"rss": 545.0, "gpu": 1234.0}}
+    assert "peak GPU memory allocated of tiny training, aggc: 1234 MB" in markdown(result)
+
+
+def test_peak_memory_is_read_from_a_fresh_training_process():
+    peak = peak_memory_mb("aggc", 1, "cpu")
+    assert set(peak) == {"rss"} and peak["rss"] > 100  # torch and a model alone take more than 100 MB
 
 
 def test_gradient_set_keeps_llama2_7b_tensor_count_and_ratios():

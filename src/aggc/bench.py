@@ -1,7 +1,8 @@
 """What clipping costs, measured side by side: `python -m aggc.bench [--quick] [--device cuda]`.
 
-Every figure is a ratio of timings taken in the same process, interleaved and rotated
-(A, B, C, then B, C, A, ...), as the median of the repetitions after warm-up. Writes
+Every figure is a ratio of timings taken in the same process, interleaved, the starting
+function rotating every round (A, B, C, then B, C, A, ...), as the median of the
+repetitions after warm-up. Writes
 `results/bench/<name>.json` and `results/bench/<name>.md`.
 
 1. clip kernel on a LoRA-r128 gradient set shaped like Llama-2-7B's seven linear
@@ -81,12 +82,12 @@ def naive_per_tensor_clip(params: list[tuple[str, torch.nn.Parameter]], ema: dic
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def interleaved(fns: dict[str, callable], repeats: int, warmup: int, device: str) -> dict[str, float]:
     """Median seconds per call of each function, calls interleaved across functions; the
-    order rotates every round, so no function always runs after the same one."""
+    starting function rotates every round, so each takes every position in the round."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for round_ in range(warmup + repeats):
@@ -139,7 +140,7 @@ def count_host_syncs(device: str) -> dict:
     counts = {"tensors": len(params)}
     for label, fn in (("clip", clipper.clip), ("step", clipper.step), ("naive_per_tensor", lambda: naive_per_tensor_clip(params, {}))):
         if device.startswith("cuda"):
-            counts[label] = _cuda_syncs(fn)
+            counts[label] = _cuda_syncs(fn, device)
         else:
             counts[label] = _instrumented_syncs(fn)
     return counts
@@ -165,10 +166,10 @@ def _instrumented_syncs(fn) -> int:
     return len(calls)
 
 
-def _cuda_syncs(fn) -> int:
+def _cuda_syncs(fn, device: str) -> int:
     import warnings
 
-    torch.cuda.synchronize()
+    torch.cuda.synchronize(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
@@ -236,7 +237,9 @@ def peak_memory_mb(mode: str, steps: int, device: str) -> dict[str, float]:
     earlier measurement raises the peak): its RSS, and on GPU torch's peak allocated
     memory (what Table 8 reports)."""
     code = f"import json; from aggc.bench import tiny_training_peak; print(json.dumps(tiny_training_peak({mode!r}, {steps}, {device!r})))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"peak memory of tiny training with clip {mode} on {device} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -252,7 +255,7 @@ def tiny_training_peak(mode: str, steps: int, device: str) -> dict[str, float]:
         optimizer.zero_grad()
     peak = {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.startswith("cuda"):
-        peak["gpu"] = torch.cuda.max_memory_allocated() / 2**20
+        peak["gpu"] = torch.cuda.max_memory_allocated(device) / 2**20
     return peak
 
 
@@ -331,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
     repeats, warmup = (1, 1) if args.quick else (7, 2)
     scale, layers = (16, 2) if args.quick else (4 if args.device == "cpu" else 1, None)
     scale = args.scale or scale
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name()
+    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else cpu_name()
     result = {
         "command": " ".join(["python -m aggc.bench", *(argv if argv is not None else sys.argv[1:])]),
         "device": args.device,

@@ -86,7 +86,7 @@ def test_classification_result_file(runs):
     assert result["data"] == {"name": "glue_sst2_local", "kind": "tsv", "root": str(FIXTURES), "folder": "SST-2",
                               "eval_files": {"validation": "dev_sample.tsv"}}
     assert result["benchmark"] == "glue_sst2" and "sklearn" in result["scorer"] and result["packages"]["torch"]
-    assert result["scored_model"] == "last epoch"  # train=tiny: train.select_best=last
+    assert result["scored_model"] == "final model (train.select_best=last)"  # train=tiny
 
 
 @pytest.mark.slow

@@ -112,12 +112,14 @@ def test_select_best_epoch_keeps_the_best_dev_epoch_as_final(tmp_path):
     assert result["score"] == pytest.approx(best, rel=1e-4)
     assert selection["best_epoch"] == per_epoch.index(best) + 1
     assert result["scored_model"] == f"best epoch on dev pearson: {selection['best_epoch']} of 4"
+    assert selection["num_train_epochs"] == 4
 
 
 def test_select_best_epoch_resumes_after_a_crash_to_the_same_selection(tmp_path, monkeypatch):
-    """A select_best=epoch run that dies right after epoch 2's checkpoint resumes there
-    (per-epoch checkpoints, the best-so-far restored with the Trainer's state) and ends
-    with the same per-epoch scores, best epoch and final weights as a run never stopped."""
+    """A select_best=epoch run that dies right after the best epoch's checkpoint (epoch 3 of
+    4) resumes there, with the best so far restored from the Trainer's state: it keeps
+    epoch 3 although epoch 4, the only one it scores after the restart, is worse; the same
+    per-epoch scores, best epoch and final weights as a run never stopped."""
     overrides = ("strategy=aggc", "data.init_from=null", "train.max_steps=-1", "train.num_train_epochs=4",
                  "train.learning_rate=2e-2", "train.select_best=epoch")
     straight_cfg = glue_config(tmp_path / "straight", "glue_stsb_local", *overrides)
@@ -125,8 +127,8 @@ def test_select_best_epoch_resumes_after_a_crash_to_the_same_selection(tmp_path,
 
     class Crash(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
-            if state.global_step == 10:
-                raise RuntimeError("crash after checkpoint-10")
+            if state.global_step == 15:
+                raise RuntimeError("crash after checkpoint-15")
 
     class CrashingTrainer(glue.Trainer):
         def __init__(self, *args, callbacks, **kwargs):
@@ -135,12 +137,12 @@ def test_select_best_epoch_resumes_after_a_crash_to_the_same_selection(tmp_path,
     cfg = glue_config(tmp_path / "crashed", "glue_stsb_local", *overrides)
     with monkeypatch.context() as patch:
         patch.setattr(glue, "Trainer", CrashingTrainer)
-        with pytest.raises(RuntimeError, match="crash after checkpoint-10"):
+        with pytest.raises(RuntimeError, match="crash after checkpoint-15"):
             glue.run(cfg, run_dir(cfg))
     assert not (run_dir(cfg) / "COMPLETED").exists()
     resumed = glue.run(cfg, run_dir(cfg))
     manifest, expected = json.loads((resumed / "manifest.json").read_text()), json.loads((straight / "manifest.json").read_text())
-    assert manifest["resumed_from"] == ["checkpoint-10"]
+    assert manifest["resumed_from"] == ["checkpoint-15"]
     assert manifest["selection"] == expected["selection"] and manifest["selection"]["best_epoch"] == 3
     a, b = load_file(straight / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -85,11 +85,14 @@ def predict(model, tokenizer, records: list[dict], max_length: int, batch_size: 
 
 
 def scored_model(run: Path) -> str:
-    """Which epoch `final/` is: the best one under train.select_best=epoch, else the last."""
+    """Which model `final/` is: the best epoch under train.select_best=epoch, else the end
+    of training."""
     selection = json.loads((run / "manifest.json").read_text()).get("selection")
     if not selection:
-        return "last epoch"
-    return f"best epoch on dev {selection['metric']}: {selection['best_epoch']} of {len(selection['epochs'])}"
+        return "final model (train.select_best=last)"
+    if selection["best_epoch"] is None:
+        return f"final model: no epoch scored on dev {selection['metric']}"
+    return f"best epoch on dev {selection['metric']}: {selection['best_epoch']} of {selection['num_train_epochs']}"
 
 
 def evaluate_glue(cfg: DictConfig, run: Path, final: Path) -> dict:

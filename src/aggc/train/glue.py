@@ -111,14 +111,17 @@ def best_epoch_arguments(spec: dict, headline: tuple[str, str, str], tokenizer, 
     return arguments, dict(eval_dataset=dev, compute_metrics=compute_metrics)
 
 
-def record_selection(run_dir: Path, state, score: str) -> None:
-    """The dev score of every epoch and the one kept, in the manifest."""
+def record_selection(run_dir: Path, state, score: str, num_train_epochs: int) -> None:
+    """The dev score of every epoch and the one kept, in the manifest. No epoch is kept
+    when none ever scored (a NaN score: Pearson of constant predictions); final/ is then
+    the last epoch."""
     key = f"eval_{score}"
     epochs = [{"epoch": round(e["epoch"]), "step": e["step"], score: e[key]} for e in state.log_history if key in e]
     best = Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None
     best_epoch = next((e["epoch"] for e in epochs if best == f"checkpoint-{e['step']}"), None)
     rundir.update_manifest(run_dir, selection={
-        "metric": score, "epochs": epochs, "best_epoch": best_epoch, "best_checkpoint": best, "best": state.best_metric})
+        "metric": score, "epochs": epochs, "num_train_epochs": num_train_epochs, "best_epoch": best_epoch,
+        "best_checkpoint": best, "best": state.best_metric if best else None})
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Path:
@@ -164,6 +167,6 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     )
     result = session.train(trainer)
     if headline and session.main_process:
-        record_selection(run_dir, trainer.state, headline[2])
+        record_selection(run_dir, trainer.state, headline[2], cfg.train.num_train_epochs)
     finish_run(session, trainer, tokenizer, result)
     return run_dir
