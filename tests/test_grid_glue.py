@@ -61,16 +61,22 @@ def test_a_task_whose_predecessor_the_table_does_not_train_is_refused(tmp_path):
 @pytest.mark.slow
 def test_tiny_table2_end_to_end(tmp_path):
     """`make table2 TINY=1`, shrunk to the AGGC row, SST-2 and RTE (which starts from the SST-2
-    run, the offline stand-in for MNLI) on the 40-row fixtures, three optimizer steps each."""
+    run, the offline stand-in for MNLI) on the 40-row fixtures, two epochs of 5 steps each,
+    the better dev epoch kept (train.select_best=epoch, as on the cluster)."""
     proc = grid(tmp_path / "runs", "tiny=true", f"out_dir={tmp_path / 'out'}", "table.tiny.rows=[AGGC]",
                 "~table.tiny.datasets.glue_cola_local", "~table.tiny.datasets.glue_stsb_local",
                 f"train_args='data.root={FIXTURES} data.train_file=train_sample.tsv data.eval_files.validation=dev_sample.tsv "
-                "data.max_length=64 train.max_steps=3 train.save_steps=3 train.per_device_train_batch_size=8'")
+                "data.max_length=64 train.num_train_epochs=2 train.select_best=epoch train.per_device_train_batch_size=8'")
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = tmp_path / "runs" / "tiny_deberta"
     sst2, rte = runs / "glue_sst2_local" / "aggc-aggc" / "seed0", runs / "glue_rte_local" / "aggc-aggc" / "seed0"
     assert json.loads((rte / "manifest.json").read_text())["init_from"] == str(sst2)
-    assert (sst2 / "eval" / "glue_sst2.json").exists() and (rte / "eval" / "glue_rte.json").exists()
+    for run, bench in ((sst2, "glue_sst2"), (rte, "glue_rte")):
+        selection = json.loads((run / "manifest.json").read_text())["selection"]
+        assert [e["epoch"] for e in selection["epochs"]] == [1, 2] and selection["best_epoch"] in (1, 2)
+        scored = json.loads((run / "eval" / f"{bench}.json").read_text())
+        assert scored["scored_model"] == f"best epoch on dev accuracy: {selection['best_epoch']} of 2"
+        assert scored["score"] == pytest.approx(selection["best"], rel=1e-6)
     table = (tmp_path / "out" / "table2.md").read_text()
     row = next(li for li in table.splitlines() if li.startswith("| tiny_deberta"))
     cells = [c.strip() for c in row.strip("|").split("|")]
