@@ -29,7 +29,8 @@ def test_dry_run_lists_the_table1_grid_and_runs_nothing(tmp_path):
     assert len(cell_lines) == 108
     assert sum("LoRA (no clip)" in line for line in cell_lines) == 27
     assert sum(line.count(" to run") for line in cell_lines) == 108 + 180
-    assert out.count("would run: -m aggc.train -m") == 4 and out.count("would run: -m aggc.evaluate -m") == 5
+    # one training multirun per row and training set, one evaluation multirun per benchmark
+    assert out.count("would run: -m aggc.train -m") == 4 * 3 and out.count("would run: -m aggc.evaluate -m") == 5
     assert "eval=mt_bench 'run=<36 runs>'" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan"]  # nothing trained, nothing evaluated
     train_cells = (tmp_path / "plan" / "table1.train.txt").read_text().splitlines()
@@ -61,7 +62,7 @@ def test_finished_cells_are_skipped_and_interrupted_ones_resume(tmp_path):
 
 def test_slurm_launchers_and_a_bad_launcher(tmp_path):
     """LAUNCHER names a launcher config; `slurm_local` is `slurm` sized for the local test cluster."""
-    assert plan(tmp_path, "launcher=slurm").count(" hydra/launcher=slurm\n") == 4 + 5
+    assert plan(tmp_path, "launcher=slurm").count(" hydra/launcher=slurm\n") == 4 * 3 + 5  # every multirun
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         hydra = compose("config", overrides=["hydra/launcher=slurm_local"], return_hydra_config=True).hydra
     assert hydra.launcher.partition == "local" and hydra.launcher.gpus_per_node == 0

@@ -3,7 +3,7 @@
 `python -m aggc.grid table=table1` (`make table1`) reads the table's spec
 (`conf/table/<table>.yaml`: models x rows x training sets x seeds, and the benchmarks
 each training set is evaluated on) and drives the existing stages with the configured
-Hydra launcher: one training multirun per table row, one evaluation multirun per
+Hydra launcher: one training multirun per table row and training set, one evaluation multirun per
 benchmark, then the tables. Cells whose `COMPLETED` and result files exist are skipped;
 interrupted ones resume (each cell's run directory is fixed by its choices).
 `dry_run=true` prints the plan and writes the pending cells as "cells files" (one line
@@ -140,29 +140,34 @@ def _sweep(values) -> str:
 
 def training_commands(cfg: DictConfig, spec: dict, todo: list[Cell], waves: dict[str, tuple[int, str | None]]
                       ) -> list[list[list[str]]]:
-    """Per wave (`dataset_waves`), one multirun per table row over the models x training
-    sets x seeds that have work left (cells already COMPLETED inside that product return
-    at once)."""
-    runs_root = Path(cfg.runs_root)
+    """Per wave (`dataset_waves`), one multirun per table row and training set over the
+    models x seeds that have work left (cells already COMPLETED inside that product return
+    at once). Not one over several training sets: Hydra composes a multirun's primary
+    config with the non-swept overrides only, i.e. with the default data config, where a
+    `data.*` override of the table (GLUE's `data.limit`) does not exist."""
     by_wave = []
     for wave in sorted({w for w, _ in waves.values()}):
         commands = []
         for i, row in enumerate(spec["rows"]):
-            mine = [c for c in todo if c.row == i and waves[c.data][0] == wave]
-            if not mine:
-                continue
-            match = "".join(f"__{k}=${{{k}}}" for k in row.get("match", {}))
-            commands.append([
-                sys.executable, "-m", "aggc.train", "-m",
-                f"model={_sweep(c.model for c in mine)}", f"data={_sweep(c.data for c in mine)}",
-                f"strategy={row['strategy']}", f"clip={row['clip']}", *(f"{k}={v}" for k, v in row.get("match", {}).items()),
-                f"seed={_sweep(c.seed for c in mine)}", f"runs_root={runs_root}", f"hydra.sweep.dir={runs_root}",
-                f"hydra.sweep.subdir='${{model.name}}/${{data.name}}/${{strategy.name}}-${{clip.name}}{match}/seed${{seed}}'",  # quoted: a match adds '='
-                *extra_args(cfg, spec, "train"), *launcher_overrides(cfg.launcher),
-            ])
+            for data in sorted({c.data for c in todo if c.row == i and waves[c.data][0] == wave}):
+                commands.append(row_command(cfg, spec, row, data, [c for c in todo if c.row == i and c.data == data]))
         if commands:
             by_wave.append(commands)
     return by_wave
+
+
+def row_command(cfg: DictConfig, spec: dict, row: dict, data: str, cells_left: list[Cell]) -> list[str]:
+    """The training multirun of one table row on one training set, over its cells' models and seeds."""
+    runs_root = Path(cfg.runs_root)
+    match = "".join(f"__{k}=${{{k}}}" for k in row.get("match", {}))
+    return [
+        sys.executable, "-m", "aggc.train", "-m",
+        f"model={_sweep(c.model for c in cells_left)}", f"data={data}",
+        f"strategy={row['strategy']}", f"clip={row['clip']}", *(f"{k}={v}" for k, v in row.get("match", {}).items()),
+        f"seed={_sweep(c.seed for c in cells_left)}", f"runs_root={runs_root}", f"hydra.sweep.dir={runs_root}",
+        f"hydra.sweep.subdir='${{model.name}}/${{data.name}}/${{strategy.name}}-${{clip.name}}{match}/seed${{seed}}'",  # quoted: a match adds '='
+        *extra_args(cfg, spec, "train"), *launcher_overrides(cfg.launcher),
+    ]
 
 
 def evaluation_commands(cfg: DictConfig, spec: dict, pending: dict[str, list[Path]]) -> list[list[str]]:

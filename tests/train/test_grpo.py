@@ -282,8 +282,10 @@ def test_table5_dry_run_prints_the_cluster_plan(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "3 models x 3 rows x 2 training sets x 3 seeds = 42 training cells, 42 evaluations" in out  # Base: one seed
-    assert out.count("would run: -m aggc.train -m") == 3 and out.count("would run: -m aggc.evaluate -m") == 2
-    assert "strategy=grpo_aggc clip=aggc_grpo seed=0,1,2" in out and "data=gsm8k_train,math_train" in out
+    # one training multirun per row and training set
+    assert out.count("would run: -m aggc.train -m") == 6 and out.count("would run: -m aggc.evaluate -m") == 2
+    assert "data=gsm8k_train strategy=grpo_aggc clip=aggc_grpo seed=0,1,2" in out
+    assert "data=math_train strategy=grpo_aggc clip=aggc_grpo seed=0,1,2" in out
     assert "eval=gsm8k 'run=<21 runs>'" in out and "eval=math 'run=<21 runs>'" in out
     cells = (tmp_path / "plan" / "table5.train.txt").read_text().splitlines()
     assert len(cells) == 42 and all(c.endswith(" train=grpo_paper") for c in cells)
