@@ -192,6 +192,16 @@ def tiny_lora_model(device: str, seed: int = 0):
     return get_peft_model(model, LoraConfig(r=16, lora_alpha=16, target_modules=targets, task_type="CAUSAL_LM")).to(device)
 
 
+def tiny_step(model, optimizer, clipper: GradientClipper | None, ids: torch.Tensor) -> None:
+    """One optimizer step of the tiny model on `ids`: forward, backward, clip (unless no
+    clipper), AdamW."""
+    model(input_ids=ids, labels=ids).loss.backward()
+    if clipper is not None:
+        clipper.clip()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def bench_train_step(repeats: int, warmup: int, device: str, batch: int = 16, length: int = 96) -> dict:
     """Optimizer steps/s of the tiny Llama + LoRA (forward, backward, clip, AdamW). One model
     and optimizer for all modes, so only the clipping differs between them."""
@@ -201,14 +211,9 @@ def bench_train_step(repeats: int, warmup: int, device: str, batch: int = 16, le
     clippers = {mode: GradientClipper(model.named_parameters(), ClipConfig.from_dict({"mode": mode, "groups": "lora"}),
                                       total_steps=10**6) for mode in ("global", "aggc")}
 
-    def step(mode):
-        model(input_ids=ids, labels=ids).loss.backward()
-        if mode in clippers:
-            clippers[mode].clip()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    t = interleaved({m: (lambda m=m: step(m)) for m in ("none", "global", "aggc")}, repeats, warmup, device)
+    steps = {mode: (lambda clipper=clippers.get(mode): tiny_step(model, optimizer, clipper, ids))
+             for mode in ("none", "global", "aggc")}
+    t = interleaved(steps, repeats, warmup, device)
     # The clip alone on this model's gradients: its share of a step, finer than the step
     # ratios, whose run-to-run noise on a shared CPU is a few percent.
     model(input_ids=ids, labels=ids).loss.backward()
@@ -249,10 +254,7 @@ def tiny_training_peak(mode: str, steps: int, device: str) -> dict[str, float]:
     clipper = GradientClipper(model.named_parameters(), ClipConfig.from_dict({"mode": mode, "groups": "lora"}))
     ids = torch.randint(0, 512, (16, 96), device=device)
     for _ in range(steps):
-        model(input_ids=ids, labels=ids).loss.backward()
-        clipper.clip()
-        optimizer.step()
-        optimizer.zero_grad()
+        tiny_step(model, optimizer, clipper, ids)
     peak = {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.startswith("cuda"):
         peak["gpu"] = torch.cuda.max_memory_allocated(device) / 2**20

@@ -101,10 +101,7 @@ def encode(records: list[dict], tokenizer, max_length: int) -> dict[str, list]:
             "labels": [r["label"] for r in records]}
 
 
-def train_dataset(spec: dict, tokenizer) -> datasets.Dataset:
-    return datasets.Dataset.from_dict(encode(load_split(spec, "train", spec.get("limit")), tokenizer, spec["max_length"]))
-
-
-def dev_dataset(spec: dict, split: str, tokenizer) -> datasets.Dataset:
-    """A whole dev split, for scoring during training (`train.select_best: epoch`)."""
-    return datasets.Dataset.from_dict(encode(load_split(spec, split), tokenizer, spec["max_length"]))
+def encoded_split(spec: dict, split: str, tokenizer, limit: int | None = None) -> datasets.Dataset:
+    """A split (`train`, or a dev split scored during training: `train.select_best: epoch`),
+    its first `limit` rows, encoded for the Trainer."""
+    return datasets.Dataset.from_dict(encode(load_split(spec, split, limit), tokenizer, spec["max_length"]))

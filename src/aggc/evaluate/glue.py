@@ -9,7 +9,6 @@ and QQP), MNLI on both dev sets (matched, mismatched).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +17,7 @@ from sklearn import metrics as skm
 
 from ..config import ConfigError
 from ..data import glue as glue_data
+from ..train.rundir import read_json
 
 METRICS = {
     "accuracy": lambda y, p: skm.accuracy_score(y, p),
@@ -34,6 +34,17 @@ SOURCE_KEYS = {"hub": ("hub_id", "subset", "eval_splits"), "tsv": ("root", "fold
 def score_name(split: str, metric: str) -> str:
     """`mcc` for a task's one dev set; `matched_accuracy`, `mismatched_accuracy` for MNLI's two."""
     return metric if split == "validation" else f"{split}_{metric}"
+
+
+def score_names(spec: dict, metrics) -> dict[str, tuple[str, str]]:
+    """Every score a task's dev sets give with `metrics`: name -> (split, metric)."""
+    return {score_name(split, metric): (split, metric) for split in glue_data.split_names(spec) for metric in metrics}
+
+
+def predicted(logits, regression: bool):
+    """The prediction per row of a batch's logits (torch or numpy): the one output of a
+    regression head (STS-B), else the arg-max class."""
+    return logits[:, 0] if regression else logits.argmax(-1)
 
 
 def scores(metrics: list[str], labels: dict[str, list], predictions: dict[str, list]) -> dict[str, float]:
@@ -59,7 +70,7 @@ def check_inputs(cfg: DictConfig, run: Path) -> dict:
                           f"{run_cfg.data.task!r} (data={run_cfg.data.name}); use eval=glue_{run_cfg.data.task}")
     spec = OmegaConf.to_container(run_cfg.data, resolve=True)
     unknown = [m for m in cfg.eval.metrics if m not in METRICS]
-    names = [score_name(s, m) for s in glue_data.split_names(spec) for m in cfg.eval.metrics]
+    names = list(score_names(spec, cfg.eval.metrics))
     if unknown or cfg.eval.score not in names:
         raise ConfigError(f"eval.metrics={list(cfg.eval.metrics)} / eval.score={cfg.eval.score!r}: metrics must be of "
                           f"{', '.join(METRICS)}, and the score one of {', '.join(names)}")
@@ -80,14 +91,14 @@ def predict(model, tokenizer, records: list[dict], max_length: int, batch_size: 
             batch = collate([{"input_ids": ids, "attention_mask": mask} for ids, mask in
                              zip(encoded["input_ids"][i:i + batch_size], encoded["attention_mask"][i:i + batch_size])])
             logits = model(**{k: v.to(model.device) for k, v in batch.items()}).logits.float().cpu()
-            out += logits[:, 0].tolist() if regression else logits.argmax(-1).tolist()
+            out += predicted(logits, regression).tolist()
     return out
 
 
 def scored_model(run: Path) -> str:
     """Which model `final/` is: the best epoch under train.select_best=epoch, else the end
     of training."""
-    selection = json.loads((run / "manifest.json").read_text()).get("selection")
+    selection = read_json(run / "manifest.json").get("selection")
     if not selection:
         return "final model (train.select_best=last)"
     if selection["best_epoch"] is None:

@@ -27,7 +27,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, se
 
 from ..config import ConfigError, check_hardware, validate
 from ..data import glue as glue_data
-from ..evaluate.glue import score_name, scores
+from ..evaluate.glue import predicted, score_names, scores
 from ..models import load_classifier_and_tokenizer
 from ..paths import CONF_DIR
 from . import rundir
@@ -86,10 +86,9 @@ def headline_score(spec: dict) -> tuple[str, str, str]:
     `score` of its evaluation config (conf/eval/glue_<task>.yaml), so training selects on
     what evaluation reports."""
     eval_cfg = OmegaConf.load(CONF_DIR / "eval" / f"glue_{spec['task']}.yaml")
-    for split in glue_data.split_names(spec):
-        for metric in eval_cfg.metrics:
-            if score_name(split, metric) == eval_cfg.score:
-                return split, metric, eval_cfg.score
+    names = score_names(spec, eval_cfg.metrics)
+    if eval_cfg.score in names:
+        return *names[eval_cfg.score], eval_cfg.score
     raise ConfigError(f"conf/eval/glue_{spec['task']}.yaml: score {eval_cfg.score!r} is no split's metric of data={spec['name']}")
 
 
@@ -100,11 +99,10 @@ def best_epoch_arguments(spec: dict, headline: tuple[str, str, str], tokenizer, 
     regression = glue_data.is_regression(spec)
 
     def compute_metrics(prediction) -> dict[str, float]:
-        logits = prediction.predictions
-        predicted = logits[:, 0] if regression else logits.argmax(-1)
-        return scores([metric], {split: prediction.label_ids.tolist()}, {split: predicted.tolist()})
+        rows = predicted(prediction.predictions, regression)
+        return scores([metric], {split: prediction.label_ids.tolist()}, {split: rows.tolist()})
 
-    dev = glue_data.dev_dataset(spec, split, tokenizer)
+    dev = glue_data.encoded_split(spec, split, tokenizer)
     arguments = dict(eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
                      metric_for_best_model=score, greater_is_better=True,
                      per_device_eval_batch_size=eval_batch_size)
@@ -150,7 +148,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     set_seed(cfg.seed)
     model, tokenizer = load_model(cfg, predecessor)
     model = apply_strategy(model, cfg.strategy, task_type="SEQ_CLS", head_modules=list(cfg.model.head_modules))
-    dataset = glue_data.train_dataset(data_spec, tokenizer)
+    dataset = glue_data.encoded_split(data_spec, "train", tokenizer, data_spec.get("limit"))
     arguments, evaluation = trainer_arguments(cfg, session.checkpoints), {}
     if headline:
         more_arguments, evaluation = best_epoch_arguments(data_spec, headline, tokenizer, cfg.train.per_device_train_batch_size)
