@@ -34,18 +34,23 @@ def _params(*names, frozen=()):
     return out
 
 
-def test_lora_grouping_keeps_adapter_tensors_only_and_merges_layers():
+def test_lora_grouping_merges_layers_and_gives_other_trainable_tensors_a_head_group():
+    """Adapter tensors group by the module they adapt; a trainable tensor that is no adapter
+    (a task head) is still clipped, in a `head:` group of its own; frozen tensors are not."""
     params = _params(
         "m.layers.0.self_attn.q_proj.base_layer.weight",
         "m.layers.0.self_attn.q_proj.lora_A.default.weight",
         "m.layers.1.self_attn.q_proj.lora_B.default.weight",
         "m.layers.0.mlp.up_proj.lora_magnitude_vector.default.weight",
         "m.norm.weight",
+        "classifier.modules_to_save.default.weight",
+        frozen=("m.layers.0.self_attn.q_proj.base_layer.weight", "m.norm.weight"),
     )
     groups = group_parameters(params, "lora")
     assert {g: [n for n, _ in ms] for g, ms in groups.items()} == {
         "q_proj": ["m.layers.0.self_attn.q_proj.lora_A.default.weight", "m.layers.1.self_attn.q_proj.lora_B.default.weight"],
         "up_proj": ["m.layers.0.mlp.up_proj.lora_magnitude_vector.default.weight"],
+        "head:classifier": ["classifier.modules_to_save.default.weight"],
     }
 
 

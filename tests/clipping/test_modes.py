@@ -151,3 +151,22 @@ def test_clip_does_not_synchronise_with_the_host(monkeypatch):
         calls.clear()
         clipper.step()
         assert calls == ["tolist"], calls  # one transfer per step, for the policy and the log
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("mode", ["global", "aggc", "adagc", "none"])
+def test_every_floating_gradient_dtype_is_clipped(mode, dtype):
+    """float64 (a double-precision model) and half-precision gradients are measured like
+    float32 ones, alone or mixed in one model, and scaled in their own dtype."""
+    values = {name("q_proj"): [3.0, 4.0], name("v_proj"): [6.0, 8.0]}
+    params = lora_params(values)
+    params[0][1].data = params[0][1].data.to(dtype)
+    params[0][1].grad = params[0][1].grad.to(dtype)  # one group in `dtype`, the other float32: mixed
+    report = GradientClipper(params, ClipConfig.from_dict({"mode": mode, "groups": "lora"})).step()
+    assert report.groups["q_proj"]["norm"] == pytest.approx(5.0, rel=1e-3)
+    assert report.groups["v_proj"]["norm"] == pytest.approx(10.0, rel=1e-6)
+    assert params[0][1].grad.dtype == dtype and torch.isfinite(params[0][1].grad).all()
+    all_one = lora_params({name("q_proj"): [3.0, 4.0]})
+    all_one[0][1].data = all_one[0][1].data.to(dtype)
+    all_one[0][1].grad = all_one[0][1].grad.to(dtype)
+    assert GradientClipper(all_one, ClipConfig.from_dict({"mode": mode, "groups": "lora"})).step().groups["q_proj"]["norm"] == pytest.approx(5.0, rel=1e-3)

@@ -138,7 +138,7 @@ class GradientClipper:
         return torch.cat([stats, finite.to(STATE_DTYPE).unsqueeze(0)])
 
     def _tensor_norms(self, local_grads: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
-        norms = torch.stack(torch._foreach_norm(local_grads, 2, dtype=torch.float32)).to(STATE_DTYPE)
+        norms = _norms(local_grads)
         sharded = [i for i, g in enumerate(grads) if isinstance(g, DTensor)]
         if not sharded:
             return norms
@@ -199,6 +199,24 @@ class GradientClipper:
             for g, name in enumerate(self.group_names)
         }
         return StepReport(step=step, groups=groups, nonfinite_groups=bad, skipped=skipped)
+
+
+def _norms(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of every tensor, in STATE_DTYPE: one fused `_foreach_norm` per gradient
+    dtype, accumulated in float32 (float64 gradients in float64: `_foreach_norm` refuses to
+    narrow them)."""
+    if all(g.dtype == grads[0].dtype for g in grads):  # the common case: one fused call
+        return _norms_of_one_dtype(grads)
+    out = torch.empty(len(grads), dtype=STATE_DTYPE, device=grads[0].device)
+    for dtype in {g.dtype for g in grads}:
+        positions = [i for i, g in enumerate(grads) if g.dtype == dtype]
+        out[positions] = _norms_of_one_dtype([grads[i] for i in positions])
+    return out
+
+
+def _norms_of_one_dtype(grads: list[torch.Tensor]) -> torch.Tensor:
+    accumulate = torch.float64 if grads[0].dtype == torch.float64 else torch.float32
+    return torch.stack(torch._foreach_norm(grads, 2, dtype=accumulate)).to(STATE_DTYPE)
 
 
 def _local(grad: torch.Tensor) -> torch.Tensor:

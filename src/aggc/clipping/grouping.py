@@ -14,6 +14,8 @@ from typing import Iterable
 import torch
 
 OTHER = "other"
+# Trainable tensors outside the adapters under clip.groups=lora (a task head).
+HEAD_PREFIX = "head:"
 
 # Ordered: the first rule whose pattern matches a parameter name wins. DeBERTa's
 # `attention.output.dense` must be tried before its layer `output.dense`.
@@ -51,8 +53,14 @@ def is_adapter_tensor(param_name: str) -> bool:
 def group_parameters(
     named_parameters: Iterable[tuple[str, torch.nn.Parameter]], groups: str
 ) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
-    """Group trainable tensors: `groups='lora'` keeps adapter tensors only (the authors'
-    SFT setting); `groups='trainable'` keeps every trainable tensor (the GRPO setting).
+    """Group every trainable tensor by module type, so that every tensor the optimizer
+    updates is clipped and falls under the non-finite policy.
+
+    `groups='trainable'` (the GRPO setting) groups them all alike. `groups='lora'` (the
+    authors' LoRA setting) groups the adapter tensors by the module they adapt; a trainable
+    tensor that is no adapter (a GLUE task head, peft's `modules_to_save`) gets a group of
+    its own module type, prefixed `head:` (`head:classifier`), so it never mixes with an
+    adapter group. A LoRA model must have adapter tensors.
 
     Returns `{group: [(name, param), ...]}` in first-seen order, so group indices are
     stable across processes and resumes.
@@ -63,10 +71,12 @@ def group_parameters(
     for name, param in named_parameters:
         if not param.requires_grad:
             continue
+        group = module_type(name)
         if groups == "lora" and not is_adapter_tensor(name):
-            continue
-        grouped.setdefault(module_type(name), []).append((name, param))
+            group = HEAD_PREFIX + group
+        grouped.setdefault(group, []).append((name, param))
+    if groups == "lora" and all(g.startswith(HEAD_PREFIX) for g in grouped):
+        raise ValueError("clip.groups=lora: the model has no trainable LoRA/DoRA tensors (use clip.groups=trainable)")
     if not grouped:
-        hint = " (the model has no LoRA/DoRA tensors: use clip.groups=trainable)" if groups == "lora" else ""
-        raise ValueError(f"clip.groups={groups}: no trainable tensors to clip{hint}")
+        raise ValueError(f"clip.groups={groups}: no trainable tensors to clip")
     return grouped
