@@ -1,16 +1,28 @@
-"""The authors' GSM8K and MATH rules, quirks included (aggc-spec.md, evaluation protocol)."""
+"""The authors' GSM8K and MATH rules, quirks included (aggc-spec.md, evaluation protocol),
+and every scorer and reward of the project taking any string without raising (property
+tests over arbitrary and adversarial completions)."""
+
+import json
+import math
+import re
+import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from aggc.data.formats import ANSWER_MARKER as MARKER
 from aggc.evaluate.scorers import (
     gsm8k_reference_answer,
     gsm8k_reference_correct,
+    math_equivalent,
     math_flexible_answer,
     math_reference_answer,
     math_reference_correct,
     math_scores,
     normalize_math,
 )
+from aggc.paths import ROOT
 
 
 @pytest.mark.parametrize(
@@ -25,6 +37,14 @@ from aggc.evaluate.scorers import (
         ("The answer is 18", None),                      # no colon: no answer
         ("The answer is: none", None),
         ("The answer is: -5", -5),
+        ("The answer is: 7/0", 7),                       # the authors' zero-denominator rule: the numerator
+        # Where the authors' code raises, ours gives a verdict:
+        ("The answer is: 7/00", 7),                      # theirs: ZeroDivisionError
+        ("The answer is: " + "9" * 400, None),           # +inf: theirs too
+        ("The answer is: -" + "9" * 400, None),          # -inf: theirs OverflowError
+        ("The answer is: " + "9" * 400 + "/3", None),    # theirs: OverflowError
+        ("The answer is: 1/" + "7" * 5000, None),        # past int's digit limit; theirs: ValueError
+        ("The answer is: " + "3" * 400 + "/" + "3" * 400, 1),  # huge sides, small value: fine
     ],
 )
 def test_reference_extraction(completion, expected):
@@ -67,10 +87,21 @@ def test_math_reference_extraction(completion, expected):
         ("x = 5", "5"),                                             # a short "x =" prefix
         ("\\sqrt2", "\\sqrt{2}"),
         ("\\boxed{5}", "\\boxed{5}"),                             # \boxed is NOT removed
+        ("\\\\\\%%", ""),           # \\\%% -> \\%% -> \% -> "": \% removed twice, as the authors do
     ],
 )
 def test_hendrycks_normalisation(text, normal):
     assert normalize_math(text) == normal
+
+
+def test_a_slash_b_with_a_side_no_integer_compares_raw_strings_as_the_authors_do():
+    """Their `_fix_a_slash_b` catches only its assertion; int("\\pi") raises ValueError, which
+    `is_equiv` catches by comparing the raw strings. So a spaced-out "\\pi / 2" is wrong
+    against "\\pi/2" (normalised, both would read "\\pi/2"), and right against itself."""
+    assert not math_equivalent("\\pi / 2", "\\pi/2")
+    assert not math_reference_correct("The answer is: \\pi / 2", "\\pi/2")
+    assert math_reference_correct("The answer is: \\pi/2", "\\pi/2")
+    assert math_equivalent("3 / 4", "\\frac{3}{4}")        # integer sides: a/b -> \frac{a}{b}
 
 
 def test_math_reference_compares_after_normalisation():
@@ -88,3 +119,107 @@ def test_math_three_scorers_disagree_where_they_should():
     assert math_scores("so \\boxed{28}.", "28") == {"strict": 0.0, "flexible": 1.0, "reference": 0.0}
     assert math_scores("The answer is: 28", "28") == {"strict": 1.0, "flexible": 1.0, "reference": 1.0}
     assert math_flexible_answer("the final answer is 2000.") == "2000"
+
+
+# --- any string in, a verdict out: every scorer and reward ----------------------------------
+# Completions are arbitrary text, or text built from the pieces scorers trip on: the answer
+# marker, fractions with zero denominators, numbers far beyond a float, braces nested or left
+# open, \boxed{ unbalanced, the normaliser's LaTeX, and unicode digits and surrogates.
+
+PIECES = st.one_of(
+    st.just(MARKER),
+    st.builds("{}/{}".format, st.integers(-10**6, 10**6), st.integers(1, 4).map("0".__mul__)),
+    st.builds("{}{}{}".format, st.sampled_from(["", "-", "+"]), st.integers(300, 5000).map("9".__mul__),
+              st.sampled_from(["", "/3", "/0", "/00", ".5", "/" + "7" * 4400])),
+    st.integers(1, 40).map(lambda n: "{" * n), st.integers(1, 40).map(lambda n: "}" * n),
+    st.integers(1, 8).map(lambda n: "\\frac{" * n + "1" + "}" * (n - 1)),
+    st.sampled_from(["\\boxed{", "\\boxed{{", "\\boxed{\\frac{1}{2}", "\\boxed}", "\\boxed"]),
+    st.sampled_from(["\\frac", "\\dfrac", "\\sqrt", "\\text{ ", "\\left(", "\\right)", "^\\circ", "\\%", "\\$",
+                     "\\\\", "\\pi", "=", "/", ".", ",", ".\n", " ", "\n", "answer is", "[[", "]]", "```python\n"]),
+    st.sampled_from(["\u0663", "\U0001d7d7", "\u00b2", "\u00bd", "\u0000", "\ud800", "\ufeff", "\u202e"]),
+    st.text(max_size=8),
+)
+COMPLETIONS = st.one_of(st.text(), st.lists(PIECES, max_size=12).map("".join))
+GOLD_NUMBERS = st.one_of(st.integers(-10**9, 10**9).map(str), st.just("1,080"), st.just("0.5"))
+FAST = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+VERDICT = (0.0, 1.0)
+
+
+@FAST
+@given(COMPLETIONS, GOLD_NUMBERS)
+def test_gsm8k_rule_gives_a_verdict_for_any_completion(completion, gold):
+    answer = gsm8k_reference_answer(completion)
+    assert answer is None or isinstance(answer, int)
+    assert gsm8k_reference_correct(completion, gold) in (True, False)
+
+
+@FAST
+@given(COMPLETIONS, COMPLETIONS)
+def test_math_scorers_give_a_verdict_for_any_completion_and_gold(completion, gold):
+    """Golds are LaTeX too, so they are drawn like completions."""
+    for extracted in (math_reference_answer(completion), math_flexible_answer(completion)):
+        assert extracted is None or isinstance(extracted, str)
+    scores = math_scores(completion, gold)
+    assert set(scores) == {"strict", "flexible", "reference"} and set(scores.values()) <= set(VERDICT)
+    assert math_equivalent(completion, gold) in (True, False)
+
+
+@FAST
+@given(st.text().filter(lambda t: MARKER not in t), st.integers(-10**12, 10**12))
+def test_gsm8k_rule_reads_any_integer_after_the_marker(prefix, number):
+    assert gsm8k_reference_answer(f"{prefix}{MARKER}{number}") == number
+
+
+@FAST
+@given(st.text().filter(lambda t: MARKER not in t), COMPLETIONS.filter(lambda t: MARKER not in t))
+def test_math_rule_accepts_any_gold_written_after_the_marker(prefix, gold):
+    """An answer equals itself whether or not the normaliser copes with it (the gold is cut
+    to what the rule extracts: before any ".\n", without trailing dots or spaces)."""
+    gold = re.sub(r"[\s.]+\Z", "", gold.split(".\n")[0]).strip()
+    assert math_reference_correct(f"{prefix}{MARKER}{gold}", gold)
+
+
+@FAST
+@given(COMPLETIONS, COMPLETIONS)
+def test_math_task_hook_gives_verdicts(completion, gold):
+    """`evaluation/math_utils.py`, the function lm-eval calls per MATH response."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    process_results = load_yaml(ROOT / "evaluation" / "math.yaml")["process_results"]
+    assert set(process_results({"answer": gold}, [completion]).values()) <= set(VERDICT)
+
+
+@FAST
+@given(st.lists(st.one_of(COMPLETIONS, COMPLETIONS.map(lambda c: [{"role": "assistant", "content": c}])), min_size=1, max_size=4),
+       st.sampled_from(["gsm8k", "math"]), st.data())
+def test_grpo_rewards_give_verdicts(completions, fmt, data):
+    """GRPO's reward functions (src/aggc/train/grpo.py), on text and chat completions: a
+    crash there would end a training run."""
+    from aggc.train import grpo
+
+    task, rule = grpo.ANSWER_RULES[fmt]
+    golds = data.draw(st.lists(GOLD_NUMBERS if fmt == "gsm8k" else COMPLETIONS, min_size=len(completions), max_size=len(completions)))
+    rewards = grpo.correctness_reward(rule, grpo.stop_strings(task))(completions=completions, answer=golds, prompts=None)
+    assert len(rewards) == len(completions) and set(rewards) <= set(VERDICT)
+
+
+@FAST
+@given(COMPLETIONS)
+def test_mt_bench_rating_parser_gives_a_rating_or_none(reply):
+    from aggc.evaluate.mt_bench import parse_rating
+
+    rating = parse_rating(reply)
+    assert rating is None or (isinstance(rating, float) and rating >= 0 and not math.isnan(rating))
+
+
+@settings(FAST, max_examples=15)
+@given(COMPLETIONS, st.sampled_from(["humaneval_sample.jsonl", "mbpp_sample.jsonl"]))
+def test_code_scorers_give_verdicts(response, fixture):
+    """HumanEval / MBPP (`evaluation/code_utils.py`): any response becomes a program, and its
+    run in the sandbox a verdict (few examples: each runs a process)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    code_utils = sys.modules[load_yaml(ROOT / "evaluation" / "humaneval.yaml")["process_results"].__module__]
+    doc = json.loads((ROOT / "tests" / "fixtures" / fixture).read_text().splitlines()[0])
+    [solution] = code_utils.solutions([[response]], [doc])
+    assert set(code_utils.process_results(doc, [solution]).values()) <= set(VERDICT)

@@ -3,10 +3,16 @@ Hendrycks' normalisation), quirks kept.
 
 lm-eval's strict / flexible extraction is reported beside these; each result file says
 which scorer produced which number.
+
+Every function here takes any string and returns a verdict, never an exception: they score
+a whole benchmark after generation and are GRPO's reward during training, where one odd
+completion must cost one sample, not the run. Where the authors' code raises (GSM8K
+"7/00", a number too large for a float), the verdict is written down beside the rule.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 
@@ -18,23 +24,27 @@ _NUMBER = re.compile(r"[\-+]?\d*[\.,/]?\d+")
 def gsm8k_reference_answer(completion: str) -> int | None:
     """The number after the LAST "The answer is: " (none -> None): the first number
     there (one '.', ',' or '/' allowed), commas removed, fractions evaluated, then
-    ROUNDED to an integer (Python's round: 18.4 -> 18, 2.5 -> 2)."""
+    ROUNDED to an integer (Python's round: 18.4 -> 18, 2.5 -> 2).
+
+    Where the authors' code raises, the verdict is ours: a zero denominator reads as the
+    numerator (their rule for "7/0", extended to "7/00", a ZeroDivisionError for them); a
+    value beyond a float's range, or a fraction with a side longer than Python's 4300-digit
+    int limit, reads as no answer (they return None for +inf and raise on -inf and on such
+    fractions)."""
     parts = completion.split(ANSWER_MARKER)
     if len(parts) < 2:
         return None
     match = _NUMBER.search(parts[-1].strip())
     if not match:
         return None
-    text = match.group()
-    if "/" in text:
-        numerator, denominator = text.split("/")
-        if not (_is_number(numerator) and _is_number(denominator)):
-            return None
-        if denominator == "0":
-            return round(float(numerator.replace(",", "")))
-        return round(float(Fraction(text.replace(",", ""))))
-    value = float(text.replace(",", ""))
-    return None if value == float("inf") else round(value)
+    numerator, slash, denominator = match.group().replace(",", "").partition("/")
+    if slash and not (_is_number(numerator) and _is_number(denominator)):
+        return None
+    try:
+        value = float(Fraction(int(numerator), int(denominator))) if slash and float(denominator) else float(numerator)
+    except (OverflowError, ValueError):  # a float overflow; int() past its digit limit
+        return None
+    return round(value) if math.isfinite(value) else None
 
 
 def gsm8k_reference_correct(completion: str, gold: str) -> bool:
@@ -44,7 +54,7 @@ def gsm8k_reference_correct(completion: str, gold: str) -> bool:
 
 def _is_number(text: str) -> bool:
     try:
-        float(text.replace(",", ""))
+        float(text)
     except ValueError:
         return False
     return True
@@ -68,11 +78,11 @@ def math_reference_correct(completion: str, gold: str) -> bool:
 
 
 def math_equivalent(predicted: str, gold: str) -> bool:
-    """Equal after `normalize_math`; a string the normaliser chokes on is compared raw
-    (Hendrycks' `is_equiv`, which catches every exception)."""
+    """Equal after `normalize_math`; when the normaliser raises on either string, the raw
+    strings are compared (Hendrycks' `is_equiv`, which catches every exception)."""
     try:
         return normalize_math(predicted) == normalize_math(gold)
-    except (AssertionError, IndexError, ValueError):
+    except Exception:  # the authors' rule: any failure means "compare raw"
         return predicted == gold
 
 
@@ -84,7 +94,7 @@ def normalize_math(text: str) -> str:
     text = text.replace("^{\\circ}", "").replace("^\\circ", "")
     text = text.replace("\\$", "")
     text = _remove_right_units(text)
-    text = text.replace("\\%", "")
+    text = text.replace("\\%", "").replace("\\%", "")  # twice, as theirs: \\%% -> \% -> (empty)
     text = text.replace(" .", " 0.").replace("{.", "{0.")
     if not text:
         return text
@@ -131,14 +141,13 @@ def _fix_fracs(text: str) -> str:
 
 
 def _fix_a_slash_b(text: str) -> str:
-    """"3/4" -> \\frac{3}{4} when both sides are plain integers."""
+    """"3/4" -> \\frac{3}{4} when both sides are plain integers. A side that is no integer
+    raises ValueError, so `math_equivalent` compares the raw strings: the authors' code
+    catches only the assertion here, so "\\pi / 2" does not equal "\\pi/2"."""
     sides = text.split("/")
     if len(sides) != 2:
         return text
-    try:
-        a, b = int(sides[0]), int(sides[1])
-    except ValueError:
-        return text
+    a, b = int(sides[0]), int(sides[1])
     return f"\\frac{{{a}}}{{{b}}}" if text == f"{a}/{b}" else text
 
 
