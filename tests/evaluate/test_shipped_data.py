@@ -1,0 +1,119 @@
+"""The benchmark data shipped in data/: every default names it (whatever the working
+directory; AGGC_DATA_DIR moves all of it), the files are the ones the READMEs describe, and
+the lm-eval task files under evaluation/ find them on their own, as plain
+`lm_eval --include_path evaluation --tasks aggc_gsm8k ...` run from the repository root does."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from aggc.data.formats import ANSWER_MARKER
+from aggc.evaluate.scorers import gsm8k_reference_correct
+from aggc.paths import CONF_DIR, ROOT
+
+DATA = ROOT / "data"
+# config group, option, key -> the shipped file it names by default
+DEFAULTS = [
+    ("eval", "gsm8k", "data", "gsm8k/test.jsonl"),
+    ("eval", "math", "data", "math500/test.jsonl"),
+    ("eval", "humaneval", "data", "humaneval/HumanEval.jsonl"),
+    ("eval", "mbpp", "data", "mbpp/mbpp.jsonl"),
+    ("eval", "mt_bench", "questions", "mt_bench/question.jsonl"),
+    ("eval", "mt_bench", "judge_prompts", "mt_bench/judge_prompts.jsonl"),
+    ("eval", "mt_bench", "reference_answers", "mt_bench/reference_answer/gpt-4.jsonl"),
+    ("data", "gsm8k", "path", "gsm8k/train_first2000.jsonl"),
+]
+SHA256 = {  # as each folder's README records them
+    "gsm8k/test.jsonl": "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14",
+    "gsm8k/train_first2000.jsonl": "45926aa7b33a4d57392a712ec0fc718a68cc2e33422658ddda76af4c305f24ce",
+    "math500/test.jsonl": "35dc41080a3680858b27fa7e0533d2d547825316fc5dafe5d316f4ccc5a06132",
+    "humaneval/HumanEval.jsonl": "1d49078ba3e2b196b9344535bef34a43021f038fad9561d6ee7c53450609a6a2",
+    "mbpp/mbpp.jsonl": "0b5e07b5b40fedd01c57b7c9177b79f8b2eebd72c304c928605d91a7237d2f33",
+    "mt_bench/question.jsonl": "119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7",
+    "mt_bench/judge_prompts.jsonl": "fd283293406d024f44c174b094ef48031d0687a4682fd3a56b29b138f80281b6",
+    "mt_bench/reference_answer/gpt-4.jsonl": "f957a5bc977badb66885ec970e6cd08527845780313f0995764260e5777b9b3f",
+}
+GLUE_LOCAL = ["glue_cola_local", "glue_sst2_local", "glue_stsb_local", "glue_rte_local"]
+
+
+def configured(group: str, option: str) -> dict:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        if group == "eval":
+            return compose("evaluate", overrides=["run=x", f"eval={option}"]).eval
+        return compose("config", overrides=[f"data={option}"]).data
+
+
+@pytest.mark.parametrize("group, option, key, file", DEFAULTS)
+def test_defaults_name_the_shipped_files(group, option, key, file, monkeypatch, tmp_path):
+    monkeypatch.delenv("AGGC_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # not the repository: the default must not depend on it
+    assert Path(configured(group, option)[key]) == DATA / file
+    monkeypatch.setenv("AGGC_DATA_DIR", str(tmp_path))
+    assert Path(configured(group, option)[key]) == tmp_path / file
+
+
+def test_glue_local_configs_read_data_glue(monkeypatch):
+    """Not shipped (data/glue/README.md says why), but looked for in the repository too."""
+    monkeypatch.delenv("AGGC_DATA_DIR", raising=False)
+    assert {Path(configured("data", name).root) for name in GLUE_LOCAL} == {DATA / "glue"}
+
+
+def test_shipped_files_are_the_documented_ones():
+    assert {file for *_, file in DEFAULTS} == set(SHA256)
+    for file, digest in SHA256.items():
+        assert hashlib.sha256((DATA / file).read_bytes()).hexdigest() == digest, file
+        assert file.split("/")[0] in (DATA / "README.md").read_text()
+
+
+@pytest.fixture
+def task_manager(monkeypatch):
+    """lm-eval's own task index over evaluation/, from the repository root (the task files
+    name the data relative to it, as `datasets` resolves it against the working directory)."""
+    from lm_eval.tasks import TaskManager
+
+    monkeypatch.chdir(ROOT)
+    return TaskManager(include_path=str(ROOT / "evaluation"), include_defaults=False)
+
+
+@pytest.mark.parametrize("task, n", [("aggc_gsm8k", 1319), ("aggc_math", 500), ("aggc_humaneval", 164), ("aggc_mbpp", 500)])
+def test_task_files_find_the_shipped_data(task_manager, task, n):
+    from lm_eval.tasks import get_task_dict
+
+    [built] = get_task_dict([task], task_manager).values()
+    assert len(list(built.test_docs())) == n
+
+
+def test_gsm8k_strict_reads_the_last_answer_marker(task_manager):
+    """`strict` takes the number right after the LAST "The answer is: ", the marker the
+    authors' rule reads; it differs from that rule only where the text after the marker
+    does not start with the number (the authors' rule then searches on), or needs rounding."""
+    import lm_eval
+    from lm_eval.api.model import LM
+
+    responses = [
+        lambda gold: f"{ANSWER_MARKER}0. Let me check that. {ANSWER_MARKER}{gold}",  # the last marker is right
+        lambda gold: f"{ANSWER_MARKER}{gold}. No, wait: {ANSWER_MARKER}0",           # the last marker is wrong
+        lambda gold: f"{ANSWER_MARKER}{gold}",
+        lambda gold: f"{ANSWER_MARKER}{gold}.\n{ANSWER_MARKER}about {gold}",        # no number right after the last one
+    ]
+
+    class ScriptedLM(LM):
+        def generate_until(self, requests):
+            return [responses[r.doc_id](r.doc["answer"].split("####")[-1].strip()) for r in requests]
+
+        def loglikelihood(self, requests):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests):
+            raise NotImplementedError
+
+    out = lm_eval.simple_evaluate(model=ScriptedLM(), tasks=["aggc_gsm8k"], task_manager=task_manager,
+                                  limit=len(responses), log_samples=True)
+    strict = sorted((s["doc_id"], s["exact_match"]) for s in out["samples"]["aggc_gsm8k"] if s["filter"] == "strict")
+    assert strict == [(0, 1.0), (1, 0.0), (2, 1.0), (3, 0.0)]
+    assert out["results"]["aggc_gsm8k"]["exact_match,strict"] == 0.5
+    reference = [gsm8k_reference_correct(s["resps"][0][0], s["target"])
+                 for s in sorted(out["samples"]["aggc_gsm8k"], key=lambda s: s["doc_id"]) if s["filter"] == "strict"]
+    assert reference == [True, False, True, True]
