@@ -20,8 +20,16 @@ The pipeline of one response:
 3. `process_results`: the test program -- HumanEval: solution + `test` + `check(<entry
    point>)`; MBPP: solution + `test_setup_code` + the three `test_list` asserts (setup after
    the solution: the only test-split record with setup code, task 367, builds its trees
-   with the solution's `Node` class) -- run in the sandbox with `TIMEOUT` and `MEMORY`;
-   pass@1 is 1 when it runs to its end.
+   with the solution's `Node` class) -- run in the sandbox with the problem's time limit
+   and `MEMORY`; pass@1 is 1 when it runs to its end.
+
+Time limits follow the reference solution, as in evalplus: a problem's limit is
+max(`TIME_FLOOR`, `TIME_FACTOR` x the time its own solution's test program took, HumanEval
+`canonical_solution`, MBPP `code`), measured once per process under the same load as the
+generated code; a program that times out among others is run again alone before the
+timeout counts (`sandbox.run_many`). So a slow problem gets the time it needs, and a busy
+machine does not turn correct solutions into timeouts (a fixed 10 s with 8 programs at
+once did, for MBPP 123's own solution).
 
 Only the benchmarks' base tests are scored: the evalplus "plus" tests (HumanEval+,
 MBPP+) are not available offline. `challenge_test_list` of MBPP is not scored (as usual).
@@ -39,7 +47,9 @@ import textwrap
 
 from aggc.evaluate.sandbox import Outcome, run_many, run_program
 
-TIMEOUT = 10.0  # wall-clock seconds per test program (all tests of one problem)
+TIME_FLOOR = 10.0  # wall-clock seconds: the least limit of a test program (all tests of one problem)
+TIME_FACTOR = 4.0  # x the reference solution's time (evalplus' default gt_time_limit_factor)
+REFERENCE_TIMEOUT = 120.0  # wall-clock seconds for measuring a reference solution
 MEMORY = 1 << 30  # bytes of address space per test program (RLIMIT_AS)
 WORKERS = None  # programs run at once by the filter; None = the CPU count, at most 8
 MBPP_TEST_IDS = range(11, 511)  # google-research mbpp/README.md: task ids 11-510 are the test set
@@ -94,11 +104,28 @@ def build_program(doc: dict, solution_code: str) -> str:
     return f"{solution_code}\n\n{setup}\n\n{tests}\n"
 
 
-_outcomes: dict[str, Outcome] = {}  # program digest -> outcome, filled by `solutions`
+def reference_program(doc: dict) -> str:
+    """The test program of the problem's own solution (HumanEval: prompt + canonical
+    solution; MBPP: `code`)."""
+    return build_program(doc, doc["prompt"] + doc["canonical_solution"] if is_humaneval(doc) else doc["code"])
 
 
-def _key(program: str) -> str:
-    return hashlib.sha256(f"{TIMEOUT}|{MEMORY}|{program}".encode()).hexdigest()
+def _key(*parts) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+
+
+_reference_seconds: dict[str, float] = {}  # reference program digest -> its measured wall-clock seconds
+_outcomes: dict[str, Outcome] = {}  # (limit, memory, program) digest -> outcome, filled by `solutions`
+
+
+def time_limits(docs: list[dict]) -> list[float]:
+    """Each problem's time limit (see the module docstring); the reference solutions not
+    measured yet in this process are run first, in parallel."""
+    keys = [_key(MEMORY, reference_program(doc)) for doc in docs]
+    todo = {k: reference_program(doc) for k, doc in zip(keys, docs) if k not in _reference_seconds}
+    outcomes = run_many(list(todo.values()), workers=WORKERS, timeout=REFERENCE_TIMEOUT, memory=MEMORY)
+    _reference_seconds.update((k, o.duration) for k, o in zip(todo, outcomes))
+    return [max(TIME_FLOOR, TIME_FACTOR * _reference_seconds[k]) for k in keys]
 
 
 def solutions(resps: list[list[str]], docs: list[dict]) -> list[str]:
@@ -106,16 +133,20 @@ def solutions(resps: list[list[str]], docs: list[dict]) -> list[str]:
     lm-eval's `take_first`, one string per document); also runs all the test programs in
     parallel and keeps the outcomes for `process_results`."""
     out = [solution(doc, resp[0]) for resp, doc in zip(resps, docs)]
-    programs = {_key(p): p for p in (build_program(doc, s) for doc, s in zip(docs, out))}
-    todo = [k for k in programs if k not in _outcomes]
-    for key, outcome in zip(todo, run_many([programs[k] for k in todo], workers=WORKERS, timeout=TIMEOUT, memory=MEMORY)):
-        _outcomes[key] = outcome
+    runs = {}  # key -> (program, time limit)
+    for doc, code, limit in zip(docs, out, time_limits(docs)):
+        program = build_program(doc, code)
+        runs[_key(limit, MEMORY, program)] = (program, limit)
+    todo = [k for k in runs if k not in _outcomes]
+    outcomes = run_many([runs[k][0] for k in todo], workers=WORKERS, timeout=[runs[k][1] for k in todo], memory=MEMORY)
+    _outcomes.update(zip(todo, outcomes))
     return out
 
 
 def run_tests(doc: dict, solution_code: str) -> Outcome:
     program = build_program(doc, solution_code)
-    return _outcomes.pop(_key(program), None) or run_program(program, timeout=TIMEOUT, memory=MEMORY)
+    [limit] = time_limits([doc])
+    return _outcomes.pop(_key(limit, MEMORY, program), None) or run_program(program, timeout=limit, memory=MEMORY)
 
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:

@@ -4,10 +4,15 @@ Each test states the property it checks."""
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from aggc.evaluate import sandbox
 from aggc.paths import ROOT
+
+from .test_sandbox import require_bwrap
 
 FIXTURES = ROOT / "tests" / "fixtures"
 HUMANEVAL = [json.loads(line) for line in (FIXTURES / "humaneval_sample.jsonl").read_text().splitlines()]
@@ -29,7 +34,7 @@ def load_task(name: str) -> dict:
 def cu(monkeypatch):
     """`code_utils`, the very module lm-eval resolved from the YAML, with short limits."""
     module = sys.modules[load_task("humaneval.yaml")["process_results"].__module__]
-    monkeypatch.setattr(module, "TIMEOUT", FAST_TIMEOUT)
+    monkeypatch.setattr(module, "TIME_FLOOR", FAST_TIMEOUT)
     monkeypatch.setattr(module, "MEMORY", SMALL_MEMORY)
     return module
 
@@ -113,6 +118,44 @@ def test_an_endless_solution_is_a_timed_out_failure(cu):
 def test_a_memory_hog_is_an_out_of_memory_failure(cu):
     """A solution that allocates without end is stopped at the memory limit: pass@1 0, out_of_memory 1."""
     assert score(cu, MBPP[2], MEMORY_HOG) == {"pass@1": 0.0, "timed_out": 0.0, "out_of_memory": 1.0}
+
+
+def test_a_problems_time_limit_scales_with_its_reference_solutions_time(cu, monkeypatch):
+    """A problem whose own solution takes 1 s gets TIME_FACTOR times that; a quick one gets
+    the floor. So a solution that needs 3 s passes the slow problem and times out on the
+    quick one (also when run again alone)."""
+    monkeypatch.setattr(cu, "TIME_FLOOR", 0.5)
+    quick = {"task_id": 9001, "text": "", "code": "def f():\n    return 1", "test_list": ["assert f() == 1"], "test_setup_code": ""}
+    slow = {**quick, "task_id": 9002, "code": "import time\ndef f():\n    time.sleep(1.0)\n    return 1"}
+    quick_limit, slow_limit = cu.time_limits([quick, slow])
+    assert slow_limit >= cu.TIME_FACTOR * 1.0 and slow_limit > quick_limit + 2
+    assert quick_limit == cu.time_limits([quick])[0]  # measured once
+    three_seconds = fenced("import time\ndef f():\n    time.sleep(3)\n    return 1")
+    assert score(cu, slow, three_seconds) == {"pass@1": 1.0, "timed_out": 0.0, "out_of_memory": 0.0}
+    assert score(cu, quick, three_seconds) == {"pass@1": 0.0, "timed_out": 1.0, "out_of_memory": 0.0}
+
+
+def benchmark(name: str) -> list[dict]:
+    """The records of a benchmark, from where its eval config (conf/eval/<name>.yaml) points."""
+    path = Path(OmegaConf.load(ROOT / "conf" / "eval" / f"{name}.yaml").data)
+    path = path if path.is_absolute() else ROOT / path  # relative to the directory the stages run in
+    if not path.exists():
+        pytest.skip(f"no {name} data here ({path})")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, count", [("humaneval", 164), ("mbpp", 500)])
+def test_every_reference_solution_passes_under_bwrap(name, count):
+    """All 164 HumanEval canonical solutions and all 500 of MBPP's test split pass in the
+    bwrap sandbox, with the time limits the task gives them (MBPP 123's takes ~5 s)."""
+    require_bwrap()
+    cu = sys.modules[load_task(f"{name}.yaml")["process_results"].__module__]
+    docs = [d for d in benchmark(name) if name == "humaneval" or d["task_id"] in cu.MBPP_TEST_IDS]
+    assert len(docs) == count
+    outcomes = sandbox.run_many([cu.reference_program(d) for d in docs], timeout=cu.time_limits(docs), memory=cu.MEMORY)
+    assert [(d["task_id"], o.status, o.stderr) for d, o in zip(docs, outcomes) if not o.passed] == []
+    assert {o.isolation for o in outcomes} == {sandbox.BUBBLEWRAP}
 
 
 def test_mbpp_keeps_only_the_test_split():

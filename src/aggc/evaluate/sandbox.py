@@ -463,7 +463,7 @@ def run_many(
     workers = workers or max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         outcomes = list(pool.map(lambda s, t: run_program(s, timeout=t, memory=memory), sources, timeouts))
-    if workers > 1:
+    if workers > 1 and len(sources) > 1:
         for i, outcome in enumerate(outcomes):
             if outcome.status == TIMEOUT:
                 outcomes[i] = run_program(sources[i], timeout=timeouts[i], memory=memory)
