@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from aggc.evaluate import sandbox
 from aggc.paths import ROOT
 
 from ..train._helpers import train_cli
@@ -70,6 +71,7 @@ def test_code_benchmarks_run_generated_code_in_the_sandbox(run, bench, ids):
     for score, field in (("pass@1", "code_pass@1"), ("timed_out", "code_timed_out"), ("out_of_memory", "code_out_of_memory")):
         assert result["scores"][score] == pytest.approx(100 * sum(s[field] for s in result["samples"]) / len(ids))
     assert all("code_extracted" in s for s in result["samples"])
+    assert result["isolation"] == sandbox.isolation()  # bwrap where it can run here, else guard-only (tables mark it)
 
 
 @pytest.mark.parametrize(

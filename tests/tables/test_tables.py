@@ -59,6 +59,26 @@ def test_render_from_result_files_matches_hand_checked_markdown(tmp_path):
     assert r"\toprule" in tex and r"$72.00 \pm 4.97$" in tex and "—" in tex
 
 
+def test_code_cells_whose_code_ran_guard_only_are_marked(tmp_path):
+    """A code benchmark's cell with any result whose generated code ran under the sandbox's
+    guard-only fallback (no bwrap) is marked † in Markdown and LaTeX, with a footnote; a
+    cell whose code all ran under bwrap is not."""
+    from aggc.tables import build, collect, latex, markdown
+
+    for seed, isolation in enumerate(["bwrap", "guard-only"]):
+        run = fake_run(tmp_path, "aggc", "aggc", seed, {})
+        (run / "eval" / "humaneval.json").write_text(json.dumps({"score": 30.0 + seed, "isolation": "bwrap"}))
+        (run / "eval" / "mbpp.json").write_text(json.dumps({"score": 40.0, "isolation": isolation}))
+    spec = {"title": "Code", "models": ["mistral_7b"], "rows": [{"label": "AGGC", "strategy": "aggc", "clip": "aggc"}],
+            "columns": [{"benchmark": "humaneval", "label": "HumanEval"}, {"benchmark": "mbpp", "label": "MBPP"}]}
+    rows = build(spec, collect(tmp_path), [])
+    md = markdown(spec, rows)
+    assert "| mistral_7b | AGGC | 30.50 ± 6.35 (n=2) | — | — | 40.00 ± 0.00 (n=2)† | — | — |" in md
+    assert "†: the generated code ran without the bwrap sandbox" in md
+    tex = latex(spec, rows)
+    assert r"$40.00 \pm 0.00$$^\dagger$" in tex and tex.count(r"$^\dagger$") == 2  # the cell and the note
+
+
 def test_sweep_rows_match_on_config_keys(tmp_path):
     """Table 4's rows are one sweep told apart by `clip.beta`: each row averages only its
     own beta's runs and sits beside the paper's value for that beta."""

@@ -26,6 +26,8 @@ EVALUATION_DIR = ROOT / "evaluation"
 BACKENDS = ("hf", "vllm")
 # Scorers applied after lm-eval to the raw response (`eval.reference`): the authors' own rules.
 REFERENCE_SCORERS = {"gsm8k": gsm8k_reference_correct}
+# Tasks whose generated code runs in `sandbox`: their results record its isolation.
+CODE_TASKS = ("humaneval.yaml", "mbpp.yaml")
 
 
 def check_inputs(cfg: DictConfig) -> tuple[Path, Path]:
@@ -152,7 +154,7 @@ def evaluate_lm_eval(cfg: DictConfig, final: Path, out_dir: Path) -> dict:
         for s in samples:
             s["reference_correct"] = correct(s["response"], s["target"])
         scores["reference"] = 100 * sum(s["reference_correct"] for s in samples) / len(samples)
-    return {
+    result = {
         "score": scores[cfg.eval.score],
         "scorer": cfg.eval.scorer,
         "scores": scores,
@@ -162,6 +164,11 @@ def evaluate_lm_eval(cfg: DictConfig, final: Path, out_dir: Path) -> dict:
         "prompt": task["doc_to_text"],
         "samples": samples,
     }
+    if cfg.eval.task in CODE_TASKS:
+        from .sandbox import isolation
+
+        result["isolation"] = isolation()  # bwrap | guard-only: how the code was contained (tables mark guard-only)
+    return result
 
 
 def per_sample(samples: list[dict], metrics: list[str], fields: list[str]) -> list[dict]:

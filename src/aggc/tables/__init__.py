@@ -2,9 +2,10 @@
 
 Reads only files the earlier stages wrote: each run's `config.yaml` (model, strategy,
 clip, seed; a sweep's row also matches on config keys such as `clip.beta`) and its
-`eval/<benchmark>.json` (`score`). Scores of one cell are
+`eval/<benchmark>.json` (`score`; for code benchmarks `isolation`). Scores of one cell are
 aggregated over seeds as mean ± 95% CI (Student t, n shown); the paper's value and the
-difference stand beside each. A cell without results renders as "—", never as 0.
+difference stand beside each. A cell without results renders as "—", never as 0; a cell
+with a code result whose generated code ran without the bwrap sandbox is marked "†".
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from scipy import stats
 from .figures import group_norm_figure, grpo_figure, sweep_figure
 
 MISSING = "—"
+GUARD_ONLY = "guard-only"  # aggc.evaluate.sandbox.GUARD_ONLY (not imported: that package loads torch)
+GUARD_MARK = "†"
+GUARD_NOTE = "the generated code ran without the bwrap sandbox (guard-only; README, Security)."
 PAPER_ONLY = "paper only"  # a row the paper reports and this harness does not train (Table 2's HAdapter, PAdapter)
 # Memory "benchmarks" read from a run's manifest (MiB there, GiB here): peak GPU memory
 # allocated by torch, and the training process's peak RSS (what a CPU run can report).
@@ -33,36 +37,41 @@ class Summary:
     mean: float
     ci95: float | None  # half-width; None with one seed
     n: int
+    guard_only: bool = False  # some of its code ran under the sandbox's guard-only fallback
 
     def text(self) -> str:
+        mark = GUARD_MARK if self.guard_only else ""
         if self.ci95 is None:
-            return f"{self.mean:.2f} (n=1)"
-        return f"{self.mean:.2f} ± {self.ci95:.2f} (n={self.n})"
+            return f"{self.mean:.2f} (n=1){mark}"
+        return f"{self.mean:.2f} ± {self.ci95:.2f} (n={self.n}){mark}"
 
 
-def summarize(values: list[float]) -> Summary:
+def summarize(values: list[float], guard_only: bool = False) -> Summary:
     n = len(values)
     mean = statistics.fmean(values)
     if n < 2:
-        return Summary(mean, None, n)
+        return Summary(mean, None, n, guard_only)
     half = stats.t.ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n)
-    return Summary(mean, half, n)
+    return Summary(mean, half, n, guard_only)
 
 
 def collect(runs_root: Path) -> list[dict]:
-    """One record per (run, benchmark): model, strategy, clip, seed, benchmark, score, and
-    the run's whole config (rows of a sweep match on its keys). A finished run's peak
-    memory (manifest.json) is a record too, under the benchmarks in MEMORY (Table 8)."""
+    """One record per (run, benchmark): model, strategy, clip, seed, benchmark, score, the
+    code sandbox's isolation (code benchmarks; else None), and the run's whole config (rows
+    of a sweep match on its keys). A finished run's peak memory (manifest.json) is a record
+    too, under the benchmarks in MEMORY (Table 8)."""
     records = []
     for config_path in sorted(Path(runs_root).rglob("config.yaml")):
         run = config_path.parent
         cfg = yaml.safe_load(config_path.read_text())
-        scores = {result.stem: float(json.loads(result.read_text())["score"]) for result in sorted(run.glob("eval/*.json"))}
+        results = {result.stem: json.loads(result.read_text()) for result in sorted(run.glob("eval/*.json"))}
+        scores = {bench: float(result["score"]) for bench, result in results.items()}
         if (run / "COMPLETED").exists() and (run / "manifest.json").exists():
             manifest = json.loads((run / "manifest.json").read_text())
             scores.update({bench: manifest[key] / 1024 for bench, key in MEMORY.items() if key in manifest})
         records += [{"model": cfg["model"]["name"], "strategy": cfg["strategy"]["name"], "clip": cfg["clip"]["name"],
-                     "seed": cfg["seed"], "benchmark": bench, "score": score, "run": str(run), "config": cfg}
+                     "seed": cfg["seed"], "benchmark": bench, "score": score, "run": str(run), "config": cfg,
+                     "isolation": results.get(bench, {}).get("isolation")}
                     for bench, score in scores.items()]
     return records
 
@@ -119,8 +128,9 @@ def build(spec: dict, records: list[dict], paper: list[dict]) -> list[dict]:
                 elif "mean_of" in col:  # e.g. Table 2's ALL: the mean over the tasks, per seed
                     ours = mean_over(records, model, row, col["mean_of"])
                 else:
-                    values = [r["score"] for r in records if row_matches(r, model, row) and r["benchmark"] == bench]
-                    ours = summarize(values) if values else None
+                    matched = [r for r in records if row_matches(r, model, row) and r["benchmark"] == bench]
+                    guard_only = any(r.get("isolation") == GUARD_ONLY for r in matched)
+                    ours = summarize([r["score"] for r in matched], guard_only) if matched else None
                 # `paper`: the paper file's column, where its name differs from the benchmark's
                 cells[bench] = (ours, paper_value(paper, model, row, col.get("paper", bench)))
             rows.append({"model": model, "label": row["label"], "cells": cells, "paper_only": bool(row.get("paper_only"))})
@@ -164,7 +174,13 @@ def markdown(spec: dict, rows: list[dict]) -> str:
               "95% CI: Student t over seeds; n = seeds."]
     if any(row.get("paper_only") for row in rows):
         lines[-1] += f" {PAPER_ONLY}: a method this harness does not implement; the paper's number alone."
+    if _any_guard_only(rows):
+        lines[-1] += f" {GUARD_MARK}: {GUARD_NOTE}"
     return "\n".join(lines) + "\n"
+
+
+def _any_guard_only(rows: list[dict]) -> bool:
+    return any(ours is not None and ours.guard_only for row in rows for ours, _ in row["cells"].values())
 
 
 def latex(spec: dict, rows: list[dict]) -> str:
@@ -184,9 +200,13 @@ def latex(spec: dict, rows: list[dict]) -> str:
         for c in cols:
             ours, theirs = row["cells"][c["benchmark"]]
             cells.append(rf"${ours.mean:.2f} \pm {ours.ci95:.2f}$" if ours and ours.ci95 is not None else (f"{ours.mean:.2f}" if ours else _ours(row, ours)))
+            if ours and ours.guard_only:
+                cells[-1] += r"$^\dagger$"
             cells.append(f"{theirs:g}" if theirs is not None else MISSING)
         out.append(" & ".join([model, esc(row["label"]), *cells]) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
+    if _any_guard_only(rows):
+        out.append(r"% $^\dagger$: " + GUARD_NOTE)
     return "\n".join(out) + "\n"
 
 
