@@ -4,9 +4,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test test-fast train demo demo-real demo-real-grpo tables bench clean
+.PHONY: setup sandbox-tools test test-fast train demo demo-real demo-real-grpo tables bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed sandbox-tools
+
+# The code benchmarks run generated code under bubblewrap (aggc.evaluate.sandbox; README,
+# Security): installed with apt-get where this runs as root and apt-get exists; elsewhere the
+# sandbox falls back to its guard-only mode and says so.
+sandbox-tools:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; } \
+		|| echo "make setup: no bubblewrap (not root, or no apt-get): code benchmarks will run guard-only (README, Security)" >&2
 
 # torch first and pinned: 2.13.0 is the CPU wheel here; an unpinned torch would pull CUDA.
 # Every other package at the version in constraints.txt (the versions the tests passed with).
