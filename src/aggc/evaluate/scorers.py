@@ -4,10 +4,12 @@ Hendrycks' normalisation), quirks kept.
 lm-eval's strict / flexible extraction is reported beside these; each result file says
 which scorer produced which number.
 
-Every function here takes any string and returns a verdict, never an exception: they score
-a whole benchmark after generation and are GRPO's reward during training, where one odd
-completion must cost one sample, not the run. Where the authors' code raises (GSM8K
+Every scorer here takes any completion and returns a verdict, never an exception: they
+score a whole benchmark after generation and are GRPO's reward during training, where one
+odd completion must cost one sample, not the run. Where the authors' code raises (GSM8K
 "7/00", a number too large for a float), the verdict is written down beside the rule.
+Only `normalize_math` raises, as Hendrycks' does; `math_equivalent` turns that into their
+raw-string comparison. (GSM8K golds must be numbers, as the datasets write them.)
 """
 
 from __future__ import annotations
