@@ -213,10 +213,12 @@ def test_mt_bench_rating_parser_gives_a_rating_or_none(reply):
 
 
 @settings(FAST, max_examples=15)
-@given(COMPLETIONS, st.sampled_from(["humaneval_sample.jsonl", "mbpp_sample.jsonl"]))
+@given(COMPLETIONS.map(lambda t: t.encode("utf-8", "replace").decode()), st.sampled_from(["humaneval_sample.jsonl", "mbpp_sample.jsonl"]))
 def test_code_scorers_give_verdicts(response, fixture):
     """HumanEval / MBPP (`evaluation/code_utils.py`): any response becomes a program, and its
-    run in the sandbox a verdict (few examples: each runs a process)."""
+    run in the sandbox a verdict (few examples: each runs a process). Responses are valid
+    UTF-8, as a tokenizer's decoding makes them: a program with a lone surrogate cannot be
+    written out (UnicodeEncodeError), and no model output has one."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
     code_utils = sys.modules[load_yaml(ROOT / "evaluation" / "humaneval.yaml")["process_results"].__module__]
