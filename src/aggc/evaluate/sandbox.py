@@ -342,8 +342,12 @@ def _kill(proc: subprocess.Popen, info_fd: int) -> None:
     gone, and bwrap exits after it, so no process outlives the wait for bwrap. Guard-only
     (or before bwrap has a child): the process group the harness started."""
     try:
-        os.kill(json.loads(_read_now(info_fd))["child-pid"], signal.SIGKILL)
-        return
+        pid = json.loads(_read_now(info_fd))["child-pid"]
+        with open(f"/proc/{pid}/stat") as f:
+            parent = int(f.read().rpartition(")")[2].split()[1])
+        if parent == proc.pid:  # bwrap's child still: never another process that got its pid
+            os.kill(pid, signal.SIGKILL)
+            return
     except (ValueError, KeyError, OSError):
         pass
     try:
