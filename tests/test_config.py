@@ -107,7 +107,7 @@ def test_fsdp_on_cpu_refuses_instead_of_training_ddp():
     check_hardware(cfg, cuda_available=True)
     plain = composed()
     with pytest.raises(ConfigError, match="accelerate launch asked for FSDP"):  # experiments/accelerate/fsdp2.yaml
-        check_hardware(plain, cuda_available=False, environ={"ACCELERATE_USE_FSDP": "true"})
+        check_hardware(plain, cuda_available=False, environ={"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"})
     check_hardware(plain, cuda_available=False, environ={})
 
 
@@ -120,7 +120,48 @@ def test_shipped_accelerate_configs_load():
     assert kinds["fsdp2"].distributed_type == "FSDP" and kinds["fsdp2"].fsdp_config["fsdp_version"] == 2
 
 
-def test_deepspeed_is_refused_for_clip_modes_that_need_live_gradients():
-    with pytest.raises(ConfigError, match="Use FSDP2"):
-        validate(composed("train.deepspeed=ds.json"))
-    validate(composed("strategy=lora", "clip=none", "train.deepspeed=ds.json"))
+@pytest.mark.parametrize("environ, message", [
+    ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "FSDP1"),
+    ({"ACCELERATE_USE_FSDP": "1"}, "FSDP1"),  # accelerate's default version
+])
+@pytest.mark.parametrize("cuda", [False, True])
+def test_launches_the_clipper_cannot_serve_are_refused_with_what_to_use(environ, message, cuda):
+    """DeepSpeed and FSDP1 asked for through accelerate's environment (what `accelerate
+    launch --config_file` sets) refuse before anything loads, on any machine."""
+    from aggc.config import check_hardware
+
+    with pytest.raises(ConfigError, match=f"{message}.*use FSDP2"):
+        check_hardware(composed(), cuda_available=cuda, environ=environ)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+train.fp16_full_eval=true", "(?s)train.fp16_full_eval: unknown key.*train.fp16: "),
+    ("+train.max_grad_norm=1.0", "train.max_grad_norm: not supported.*clip=global"),
+    ("+train.deepspeed=ds.json", "train.deepspeed: not supported.*FSDP2"),
+    ("+train.lerning_rate=1e-4", "(?s)unknown key \\(did you mean train.learning_rate\\?\\).*train.hparams: "),
+])
+def test_train_keys_are_a_closed_set(override, message):
+    """A train key the stage would not read is refused, naming the known keys."""
+    with pytest.raises(ConfigError, match=message) as err:
+        validate(composed(override))
+    assert "\n" in str(err.value) or "not supported" in str(err.value)
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in (ROOT / "conf" / "train").glob("*.yaml")))
+def test_every_shipped_recipe_uses_known_train_keys_only(recipe):
+    from aggc.config import TRAIN_KEYS, check_train_keys
+
+    cfg = composed(f"train={recipe}", *(["data=glue_cola"] if recipe == "paper_glue" else []))
+    check_train_keys(cfg.train)
+    assert set(cfg.train) <= set(TRAIN_KEYS)
+
+
+def test_fp16_is_refused_on_cpu_and_exclusive_with_bf16():
+    from aggc.config import check_hardware
+
+    with pytest.raises(ConfigError, match="fp16 mixed precision needs a GPU"):
+        check_hardware(composed("train.fp16=true"), cuda_available=False, environ={})
+    check_hardware(composed("train.fp16=true"), cuda_available=True, environ={})
+    with pytest.raises(ConfigError, match="choose one"):
+        validate(composed("train.fp16=true", "train.bf16=true"))

@@ -6,6 +6,7 @@ sweep fails in a second, not after a model has been loaded.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,39 @@ DATA_KINDS = ("arith", "jsonl", "hub", "tsv")   # tsv: GLUE task files
 SELECT_BEST = ("last", "epoch")   # GLUE: score the final epoch, or keep the best dev-set epoch
 
 
+# The train recipe's keys (conf/train/*.yaml), each read by the training stage: a key not
+# here would be silently dropped, so it is refused.
+TRAIN_KEYS = {
+    "learning_rate": "peak learning rate of adapter strategies (LoRA, DoRA, AGGC, BitFit)",
+    "full_ft_learning_rate": "peak learning rate of Full FT and GRPO's full-model strategies",
+    "lr_scheduler_type": "HF scheduler name (cosine, linear, constant)",
+    "warmup_ratio": "warm-up as a fraction of the steps, in [0, 1)",
+    "weight_decay": "AdamW weight decay",
+    "num_train_epochs": "epochs, when max_steps is -1",
+    "max_steps": "optimizer steps, or -1 to use num_train_epochs",
+    "per_device_train_batch_size": "sequences per process per micro-batch",
+    "gradient_accumulation_steps": "micro-batches per optimizer step",
+    "bf16": "bf16 autocast on GPUs (ignored on CPU)",
+    "fp16": "fp16 autocast with a GradScaler on GPUs (refused on CPU)",
+    "logging_steps": "Trainer log interval",
+    "save_steps": "checkpoint interval (steps)",
+    "save_total_limit": "checkpoints kept",
+    "select_best": "GLUE: last, or epoch (keep the best dev-set epoch)",
+    "dataloader_num_workers": "data loader worker processes",
+    "activation_checkpointing": "recompute activations in backward",
+    "fsdp": "null (DDP) or full_shard (FSDP2, GPUs)",
+    "grpo": "GRPO recipe (train=grpo_tiny, grpo_paper)",
+    "lora_alpha": "LoRA alpha of the recipe (train=paper_glue), read by strategy.peft.alpha",
+    "hparams": "per task and strategy table the recipe's values are looked up in (train=paper_glue)",
+}
+# Keys users reach for that the harness does on purpose another way.
+REFUSED_TRAIN_KEYS = {
+    "max_grad_norm": "the clipper does all clipping (the Trainer's is off so nothing is clipped twice): use clip=global clip.max_norm=...",
+    "deepspeed": "DeepSpeed ZeRO frees or moves p.grad before the clipper's hook, so nothing would be clipped or logged: "
+                 "use FSDP2 (train.fsdp=full_shard)",
+}
+
+
 class ConfigError(ValueError):
     """A run config value is invalid; the message names the key."""
 
@@ -31,10 +65,32 @@ def clip_config(cfg: DictConfig) -> ClipConfig:
     return ClipConfig.from_dict(values)
 
 
+def _env_flag(environ: Mapping[str, str], name: str) -> bool:
+    return environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def check_launch(environ: Mapping[str, str] = os.environ) -> None:
+    """Launches in which the clipper cannot see the full reduced gradient refuse to start,
+    before anything is loaded: DeepSpeed and FSDP1, as `accelerate launch` asks for them
+    (its config file becomes ACCELERATE_USE_DEEPSPEED / ACCELERATE_USE_FSDP + FSDP_VERSION).
+    The callback checks again at train begin on what the run really is."""
+    advice = "use FSDP2 (train.fsdp=full_shard, or experiments/accelerate/fsdp2.yaml) or DDP (experiments/accelerate/ddp.yaml)"
+    if _env_flag(environ, "ACCELERATE_USE_DEEPSPEED"):
+        raise ConfigError(f"accelerate launch asked for DeepSpeed (ACCELERATE_USE_DEEPSPEED): ZeRO frees or moves p.grad "
+                          f"before the clipper's hook, so nothing would be clipped or logged; {advice}")
+    if _env_flag(environ, "ACCELERATE_USE_FSDP") and environ.get("FSDP_VERSION", "1") != "2":
+        raise ConfigError(f"accelerate launch asked for FSDP{environ.get('FSDP_VERSION', '1')} (FSDP_VERSION): its flat "
+                          f"shards would make every rank clip by its own shard's norm; {advice}")
+
+
 def check_hardware(cfg: DictConfig, cuda_available: bool, environ: Mapping[str, str] = os.environ) -> None:
-    """Settings that cannot take effect on this machine refuse to start, never fall back.
-    FSDP is asked for by `train.fsdp` or by `accelerate launch` with an FSDP config (which
-    sets ACCELERATE_USE_FSDP)."""
+    """Settings that cannot take effect on this launch or machine refuse to start, never fall
+    back. FSDP is asked for by `train.fsdp` or by `accelerate launch` with an FSDP config
+    (which sets ACCELERATE_USE_FSDP)."""
+    check_launch(environ)
+    if cfg.train.fp16 and not cuda_available:
+        raise ConfigError("train.fp16=true: fp16 mixed precision needs a GPU (its GradScaler); on CPU the run would "
+                          "silently train in fp32. Set train.fp16=false")
     if cuda_available:
         return
     if cfg.train.fsdp:
@@ -76,6 +132,7 @@ def validate(cfg: DictConfig) -> ClipConfig:
             raise ConfigError(f"strategy.peft.dropout={cfg.strategy.peft.dropout}: must lie in [0, 1)")
 
     t = cfg.train
+    check_train_keys(t)
     require_positive("train.learning_rate", t.learning_rate)
     require_positive("train.full_ft_learning_rate", t.full_ft_learning_rate)
     require_positive_int("train.per_device_train_batch_size", t.per_device_train_batch_size)
@@ -95,15 +152,24 @@ def validate(cfg: DictConfig) -> ClipConfig:
     if select_best == "epoch" and t.max_steps != -1:
         raise ConfigError(f"train.select_best=epoch with train.max_steps={t.max_steps}: the best of whole epochs is kept, "
                           "so the run's length is train.num_train_epochs; set train.max_steps=-1")
-    if t.deepspeed and clip.mode != "none":
-        raise ConfigError(
-            f"train.deepspeed with clip.mode={clip.mode}: DeepSpeed ZeRO steps inside backward and frees or moves "
-            "p.grad, so a Trainer callback would clip nothing. Use FSDP2 (train.fsdp=full_shard) instead"
-        )
+    if t.bf16 and t.fp16:
+        raise ConfigError("train.bf16=true and train.fp16=true: choose one mixed precision")
     require_positive_int("data.max_length", cfg.data.max_length)
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"wandb.mode={cfg.wandb.mode!r}: must be offline, online or disabled")
     return clip
+
+
+def check_train_keys(train: DictConfig) -> None:
+    """`train.*` is a closed set: a key the training stage does not read is refused."""
+    for key in train:
+        if key in REFUSED_TRAIN_KEYS:
+            raise ConfigError(f"train.{key}: not supported: {REFUSED_TRAIN_KEYS[key]}")
+        if key not in TRAIN_KEYS:
+            close = difflib.get_close_matches(str(key), TRAIN_KEYS, n=1)
+            hint = f" (did you mean train.{close[0]}?)" if close else ""
+            known = "\n".join(f"  train.{k}: {what}" for k, what in TRAIN_KEYS.items())
+            raise ConfigError(f"train.{key}: unknown key{hint}; the train recipe's keys are:\n{known}")
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:

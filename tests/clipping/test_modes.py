@@ -170,3 +170,32 @@ def test_every_floating_gradient_dtype_is_clipped(mode, dtype):
     all_one[0][1].data = all_one[0][1].data.to(dtype)
     all_one[0][1].grad = all_one[0][1].grad.to(dtype)
     assert GradientClipper(all_one, ClipConfig.from_dict({"mode": mode, "groups": "lora"})).step().groups["q_proj"]["norm"] == pytest.approx(5.0, rel=1e-3)
+
+
+def test_consecutive_skips_stop_the_run_and_a_finite_step_resets_the_count():
+    """clip.max_consecutive_skips=3: two NaN steps skip, a finite one resets the count,
+    the third NaN step in a row raises; the count survives a save and restore."""
+    params = lora_params({name("q_proj"): [1.0]})
+    clipper = GradientClipper(params, aggc(max_consecutive_skips=3))
+
+    def step(value):
+        params[0][1].grad = torch.tensor([value])
+        return clipper.step()
+
+    assert step(float("nan")).skipped and step(float("inf")).skipped
+    assert not step(1.0).skipped
+    step(float("nan"))
+    step(float("nan"))
+    restored = GradientClipper(params, aggc(max_consecutive_skips=3))
+    restored.load_state_dict(copy.deepcopy(clipper.state_dict()))
+    clipper = restored
+    with pytest.raises(NonFiniteGradientError, match="last 3 optimizer steps"):
+        step(float("nan"))
+
+
+def test_consecutive_skip_limit_zero_never_stops():
+    params = lora_params({name("q_proj"): [1.0]})
+    clipper = GradientClipper(params, aggc(max_consecutive_skips=0))
+    for _ in range(20):
+        params[0][1].grad = torch.tensor([float("nan")])
+        assert clipper.step().skipped

@@ -225,3 +225,15 @@ def test_each_stage_refuses_the_other_kind_of_model(tmp_path):
     with pytest.raises(ConfigError, match="not a GLUE task"):
         train_stage(not_glue, tmp_path / "arith")
     assert not (tmp_path / "glue").exists() and not (tmp_path / "arith").exists()
+
+
+def test_same_seed_same_run_on_an_empty_and_a_warm_cache(tmp_path, one_thread):
+    """Building the tiny base into an empty cache draws random numbers; the run's own
+    randomness (the new head, data order) must not depend on whether that happened."""
+    cold = glue_config(tmp_path / "cold", "glue_cola_local", "strategy=aggc", f"cache_dir={tmp_path / 'cache'}")
+    warm = glue_config(tmp_path / "warm", "glue_cola_local", "strategy=aggc", f"cache_dir={tmp_path / 'cache'}")
+    runs = [glue.run(cfg, run_dir(cfg)) for cfg in (cold, warm)]  # the first builds the cache, the second reads it
+    assert [r["norms"] for r in rundir.read_metrics(runs[0] / "metrics.jsonl")] == \
+           [r["norms"] for r in rundir.read_metrics(runs[1] / "metrics.jsonl")]
+    a, b = (load_file(r / "final" / "model.safetensors") for r in runs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

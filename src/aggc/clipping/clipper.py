@@ -32,7 +32,8 @@ STAT_NAMES = ("norm", "post_norm", "factor", "lower", "upper", "ema")
 
 
 class NonFiniteGradientError(FloatingPointError):
-    """Raised under `clip.nonfinite=error` when a group's gradient norm is NaN or Inf."""
+    """Raised under `clip.nonfinite=error` when a group's gradient norm is NaN or Inf, and
+    under `skip` when `clip.max_consecutive_skips` steps in a row were skipped."""
 
 
 @dataclass
@@ -71,6 +72,7 @@ class GradientClipper:
         units = len(self.params) if self.per_tensor else len(self.group_names)
         self.rule = build_rule(config, units, device)
         self.rule.total_steps = total_steps
+        self.consecutive_skips = 0
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -81,7 +83,8 @@ class GradientClipper:
         self.rule.total_steps = int(total_steps)
 
     def state_dict(self) -> dict:
-        return {"mode": self.config.mode, "group_names": list(self.group_names), "param_names": list(self.param_names), **self.rule.state_dict()}
+        return {"mode": self.config.mode, "group_names": list(self.group_names), "param_names": list(self.param_names),
+                "consecutive_skips": self.consecutive_skips, **self.rule.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("mode") != self.config.mode:
@@ -89,6 +92,7 @@ class GradientClipper:
         if list(state["group_names"]) != self.group_names or list(state["param_names"]) != self.param_names:
             raise ValueError("clipper state was saved for different parameter groups (model or clip.groups changed)")
         self.rule.load_state_dict(state)
+        self.consecutive_skips = int(state.get("consecutive_skips", 0))
 
     # -- the hot path ------------------------------------------------------------------------
     def clip(self) -> torch.Tensor | None:
@@ -190,10 +194,20 @@ class GradientClipper:
                 for p in self.params:  # optimizers skip tensors without a gradient
                     p.grad = None
                 skipped = True
+                self.consecutive_skips += 1
+                limit = self.config.max_consecutive_skips
+                if limit and self.consecutive_skips >= limit:
+                    raise NonFiniteGradientError(
+                        f"step {step}: the last {self.consecutive_skips} optimizer steps all had non-finite gradients "
+                        f"(now in groups {bad}) and were skipped (clip.max_consecutive_skips={limit}): the model is "
+                        "not training. Lower the learning rate or check the data; clip.max_consecutive_skips=0 never stops"
+                    )
             else:  # zero
                 for p, g in zip(self.params, self.group_of_tensor):
                     if p.grad is not None and self.group_names[g] in bad:
                         p.grad.zero_()
+        if not skipped:
+            self.consecutive_skips = 0
         groups = {
             name: {stat: _finite_or_none(stats[k][g]) for k, stat in enumerate(STAT_NAMES)}
             for g, name in enumerate(self.group_names)

@@ -59,6 +59,9 @@ class ClipConfig:
     max_up_scale: float = 1.1
     max_down_scale: float = 0.9
     nonfinite: str = "skip"
+    # A run whose gradients stay non-finite is dead, not unlucky: this many consecutive
+    # skipped steps (clip.nonfinite=skip) raise instead of training on; 0 = never.
+    max_consecutive_skips: int = 10
     # AdaGC (arXiv 2502.11034): h = min(1, lambda_rel * gamma_{t-1} / ||g||).
     lambda_rel: float = 1.05
     warmup_steps: int = 0
@@ -98,8 +101,10 @@ class ClipConfig:
             raise ClipConfigError(f"clip.max_up_scale={self.max_up_scale}: a raise cap below 1 would shrink; use 0 for no cap")
         if self.max_down_scale > 1.0:
             raise ClipConfigError(f"clip.max_down_scale={self.max_down_scale}: a shrink cap above 1 would grow; use 0 for no cap")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ClipConfigError(f"clip.warmup_steps={self.warmup_steps}: must be a non-negative integer")
+        for key in ("warmup_steps", "max_consecutive_skips"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ClipConfigError(f"clip.{key}={value}: must be a non-negative integer")
         if self.mode == "global" and self.max_norm <= 0:
             raise ClipConfigError(f"clip.max_norm={self.max_norm}: global clipping needs a positive threshold")
         if self.mode == "aggc":

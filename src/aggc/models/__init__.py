@@ -81,11 +81,13 @@ def load_classifier_and_tokenizer(spec: dict, cache_dir: Path, num_labels: int, 
         source, revision = spec["hub_id"], spec.get("revision")
     else:
         raise ValueError(f"model.kind={kind!r}: a sequence classifier is 'tiny' (tiny_deberta) or 'hub'")
-    labels = {"problem_type": "regression" if num_labels == 1 else "single_label_classification"}
+    overrides = {"problem_type": "regression" if num_labels == 1 else "single_label_classification"}
     if label_names and num_labels > 1:
-        labels |= {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+        overrides |= {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    if spec.get("dropout") is not None:  # null: the checkpoint's own
+        overrides |= {"hidden_dropout_prob": spec["dropout"], "attention_probs_dropout_prob": spec["dropout"]}
     model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=num_labels, dtype=_dtype(spec), revision=revision, **labels
+        source, num_labels=num_labels, dtype=_dtype(spec), revision=revision, **overrides
     )
     tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
     return model, tokenizer

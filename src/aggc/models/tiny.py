@@ -168,7 +168,8 @@ def _cached(target: Path, spec: dict, build) -> Path:
     leaves a cache entry that looks complete."""
     if target.is_dir():
         return target
-    model, tokenizer = build()
+    with torch.random.fork_rng(devices=[]):  # a run's randomness must not depend on what the cache held
+        model, tokenizer = build()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:

@@ -31,10 +31,15 @@ from ..evaluate.glue import predicted, score_names, scores
 from ..models import load_classifier_and_tokenizer
 from ..paths import CONF_DIR
 from . import rundir
+from .callback import ClipperOwnsGradients
 from .session import finish_run, open_run, trainer_arguments
 from .strategy import apply_strategy, in_modules
 
 log = logging.getLogger(__name__)
+
+
+class GLUETrainer(ClipperOwnsGradients, Trainer):
+    """The HF Trainer, its gradients left to the clipper."""
 
 
 def predecessor_run(cfg: DictConfig) -> Path | None:
@@ -154,7 +159,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
         more_arguments, evaluation = best_epoch_arguments(data_spec, headline, tokenizer, cfg.train.per_device_train_batch_size)
         arguments.update(more_arguments)
 
-    trainer = Trainer(
+    trainer = GLUETrainer(
         model=model,
         args=TrainingArguments(**arguments),
         train_dataset=dataset,
@@ -163,6 +168,11 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
         callbacks=[session.callback],
         **evaluation,
     )
+    # DeBERTa's forward takes **kwargs, so the Trainer would take its loss for one already
+    # normalised over the accumulation window and the processes: it would skip the division
+    # by gradient_accumulation_steps and multiply by the world size. Its loss is a plain
+    # micro-batch mean, so the clipper would see ga x world times the gradient.
+    trainer.model_accepts_loss_kwargs = False
     result = session.train(trainer)
     if headline and session.main_process:
         record_selection(run_dir, trainer.state, headline[2], cfg.train.num_train_epochs)

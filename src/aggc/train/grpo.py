@@ -31,6 +31,7 @@ from ..evaluate.scorers import gsm8k_reference_correct, math_reference_correct
 from ..models import load_model_and_tokenizer
 from ..paths import ROOT
 from . import rundir
+from .callback import ClipperOwnsGradients
 from .session import finish_run, open_run, save_final, trainer_arguments
 from .strategy import apply_strategy
 
@@ -131,7 +132,7 @@ def check_grpo(cfg: DictConfig, cuda_available: bool) -> None:
                           "or set train.grpo.use_vllm=false")
 
 
-class RLVRTrainer(GRPOTrainer):
+class RLVRTrainer(ClipperOwnsGradients, GRPOTrainer):
     """GRPOTrainer that also logs `pg_loss`: the step's objective less the KL term, i.e.
     the clipped policy-gradient loss (token mean, as verl's `actor/pg_loss`). Exact when a
     step's micro-batches hold equal numbers of completion tokens; otherwise the KL taken off
@@ -203,7 +204,8 @@ def loadable_by_path(model: dict, cache_dir: Path) -> dict:
         return model
     target = cache_dir / "gguf" / Path(model["gguf_file"]).stem
     if not (target / "config.json").exists():
-        save_final(*load_model_and_tokenizer(model, cache_dir), target)
+        with torch.random.fork_rng(devices=[]):  # the run's randomness must not depend on the cache
+            save_final(*load_model_and_tokenizer(model, cache_dir), target)
     return {**model, "kind": "hub", "hub_id": str(target), "revision": None}
 
 

@@ -92,6 +92,7 @@ def trainer_arguments(cfg: DictConfig, output_dir: Path) -> dict:
         per_device_train_batch_size=t.per_device_train_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         bf16=bool(t.bf16) and torch.cuda.is_available(),
+        fp16=bool(t.fp16),  # refused on CPU (config.check_hardware)
         logging_steps=t.logging_steps,
         save_strategy="steps",
         save_steps=t.save_steps,
@@ -102,7 +103,6 @@ def trainer_arguments(cfg: DictConfig, output_dir: Path) -> dict:
         # the squared norms of the DTensor gradient shards (tests/clipping/test_distributed.py).
         fsdp="full_shard auto_wrap" if t.fsdp else "",
         fsdp_config={"version": 2, "reshard_after_forward": True} if t.fsdp else None,
-        deepspeed=t.deepspeed,
         # The clipper does all clipping (its `global` mode is clip_grad_norm_'s math);
         # the Trainer's own clipping stays off so nothing is clipped twice.
         max_grad_norm=0.0,

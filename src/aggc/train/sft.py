@@ -18,10 +18,15 @@ from ..data.formats import load_sft_records
 from ..data.sft import tokenize_for_sft
 from ..models import load_model_and_tokenizer
 from . import rundir
+from .callback import ClipperOwnsGradients
 from .session import finish_run, open_run, save_final, trainer_arguments
 from .strategy import apply_strategy
 
 log = logging.getLogger(__name__)
+
+
+class SFTTrainer(ClipperOwnsGradients, Trainer):
+    """The HF Trainer, its gradients left to the clipper."""
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Path:
@@ -51,7 +56,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     model = apply_strategy(model, cfg.strategy)
     dataset = tokenize_for_sft(records, tokenizer, cfg.data.max_length, cfg.model.chat_template)
 
-    trainer = Trainer(
+    trainer = SFTTrainer(
         model=model,
         args=TrainingArguments(**trainer_arguments(cfg, session.checkpoints)),
         train_dataset=dataset,
