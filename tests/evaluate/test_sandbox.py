@@ -394,3 +394,162 @@ def test_a_fork_bomb_is_contained(bwrap):
     assert run_program(program, timeout=2).status == TIMEOUT
     assert processes_with(marker) == []
     assert subprocess.run(["true"]).returncode == 0
+
+
+# --- the adversarial review's findings (each failed before its fix) ---------------------------
+
+def require_cgroup() -> None:
+    problem = sandbox._cgroup_problem()
+    if problem:
+        pytest.skip(f"no cgroup bounds a sandbox's memory here: {problem}")
+
+
+def test_memory_outside_the_address_space_limit_is_bounded(isolation):
+    """Memory that RLIMIT_AS does not count (a memfd's pages; under bwrap memfd_create is
+    refused outright) cannot be filled without bound: 512 MiB into a memfd does not pass
+    under a 256 MiB limit."""
+    program = 'import os\nfd = os.memfd_create("x")\nchunk = b"\\1" * (16 << 20)\nfor _ in range(32):\n    os.write(fd, chunk)\n'
+    outcome = run_program(program, memory=SMALL_MEMORY, timeout=30)
+    assert outcome.status in (FAILED, OUT_OF_MEMORY), outcome
+    if isolation == sandbox.BUBBLEWRAP:
+        assert outcome.status == FAILED and "PermissionError" in outcome.stderr, outcome
+
+
+def test_the_memory_limit_holds_for_all_the_processes_of_a_sandbox_together(isolation):
+    """RLIMIT_AS is per process; the sandbox's cgroup bounds them all together: four
+    children that each hold 200 MiB (within their own limit) cannot all do so under a
+    256 MiB sandbox -- the kernel kills one, and the outcome is out_of_memory, counted by the
+    kernel and read by the harness."""
+    require_cgroup()
+    program = (
+        "import posix, time\n"
+        "children = []\n"
+        "for _ in range(4):\n"
+        "    pid = posix.fork()\n"
+        "    if pid == 0:\n"
+        "        block = b'\\1' * (200 << 20)\n"
+        "        time.sleep(2)\n"
+        "        raise SystemExit\n"
+        "    children.append(pid)\n"
+        "statuses = [posix.waitpid(pid, 0)[1] for pid in children]\n"
+        "assert not any(posix.WIFSIGNALED(s) for s in statuses), statuses\n"
+    )
+    outcome = run_program(program, memory=SMALL_MEMORY, timeout=30)
+    assert outcome.status == OUT_OF_MEMORY, outcome
+
+
+_NAMESPACE_ESCAPES = {
+    "unshare": "assert libc.unshare(0x10000000 | 0x20000) != 0, 'a nested user namespace'\n",  # NEWUSER | NEWNS
+    "unshare-net": "assert libc.unshare(0x40000000) != 0, 'a network namespace'\n",
+    "clone": (  # raw clone(CLONE_NEWUSER | SIGCHLD): a child in a new user namespace
+        "pid = libc.syscall({clone}, 0x10000000 | 17, 0, 0, 0, 0)\n"
+        "if pid == 0:\n    libc._exit(0)\n"
+        "assert pid < 0, 'a child in a new user namespace'\n"
+    ),
+    "clone3": (  # clone3 with CLONE_NEWUSER in struct clone_args
+        "import struct\n"
+        "args = ctypes.create_string_buffer(struct.pack('=11Q', 0x10000000, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0))\n"
+        "pid = libc.syscall(435, args, 88)\n"
+        "if pid == 0:\n    libc._exit(0)\n"
+        "assert pid < 0, 'a child in a new user namespace'\n"
+    ),
+    "unshare-binary": (
+        "import subprocess\n"
+        "assert subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'true']).returncode != 0\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("way", sorted(_NAMESPACE_ESCAPES))
+def test_no_nested_namespaces_under_bwrap(bwrap, way):
+    """Under bwrap (run by root too) the program cannot make a user, mount or network
+    namespace of its own -- by unshare, clone, clone3 or the unshare program -- where it
+    would be root again: mounting tmpfs (unbounded memory), CAP_NET_ADMIN on a network stack."""
+    import platform
+
+    clone = {"x86_64": 56, "aarch64": 220}.get(platform.machine(), 56)
+    program = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n" + _NAMESPACE_ESCAPES[way].format(clone=clone)
+    outcome = run_program(program)
+    assert outcome.status == PASSED, outcome.stderr
+
+
+_FAILURE_HOOKS = {
+    "sys.stderr": "class Log:\n    def write(self, s):\n        raise SystemExit(0)\n    def flush(self):\n        pass\nsys.stderr = Log()\n",
+    "sys.excepthook": "def hook(*args):\n    raise SystemExit(0)\nsys.excepthook = hook\n",
+    "traceback": "import traceback\ndef hook(*args, **kwargs):\n    raise SystemExit(0)\ntraceback.print_exception = hook\n",
+    "importlib.util": (
+        "import importlib, types\n"
+        "def fake(*args):\n    raise SystemExit(0)\n"
+        "importlib.util = types.SimpleNamespace(module_from_spec=fake)\n"
+        "sys.modules['importlib.util'] = importlib.util\n"
+    ),
+    "SIGALRM": (  # a handler that ends the process with status 0 whenever it interrupts the runner
+        "import signal\n"
+        "def handler(signum, frame):\n"
+        "    if frame is not None and frame.f_code.co_filename != __file__:\n"
+        "        raise SystemExit(0)\n"
+        "signal.signal(signal.SIGALRM, handler)\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)\n"
+    ),
+    "settrace": (  # a trace function that raises SystemExit(0) in the runner's frames
+        "def tracer(frame, event, arg):\n"
+        "    if frame.f_code.co_filename != __file__:\n"
+        "        raise SystemExit(0)\n"
+        "    return tracer\n"
+        "frame = sys._getframe()\n"
+        "while frame:\n    frame.f_trace = tracer\n    frame = frame.f_back\n"
+        "sys.settrace(tracer)\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("hook", sorted(_FAILURE_HOOKS))
+def test_a_failing_program_cannot_pass_through_what_the_runner_does_after_it(isolation, hook):
+    """Whatever the program plants for the runner to run after it (its own sys.stderr, an
+    excepthook, a patched traceback or importlib module, a signal handler or a trace
+    function that raises SystemExit(0) in the runner's frames), its failure stays a failure,
+    and the runner's report still names it."""
+    program = "import sys\n" + _FAILURE_HOOKS[hook] + "def f():\n    return 1\n\nassert f() == 2, 'the tests fail'\n"
+    outcome = run_program(program)
+    assert outcome.status == FAILED and outcome.returncode == 1, outcome
+    if hook not in ("SIGALRM", "settrace"):  # there the handler may strike before the runner's report
+        assert "AssertionError: the tests fail" in outcome.stderr, outcome
+
+
+def test_a_program_that_cannot_be_encoded_fails_and_leaves_no_process(isolation, monkeypatch):
+    """A lone surrogate (no tokenizer emits one, but a str can hold it) is a failed program,
+    not an exception of the harness; and when anything raises while a sandbox runs, the
+    sandbox is killed and waited for before the exception leaves run_program."""
+    outcome = run_program("x = '\ud800'\n")
+    assert outcome.status == FAILED and not outcome.passed
+    assert run_program("x = '\\ud800'\nassert len(x) == 1\n").status == PASSED
+
+    class Broken(Exception):
+        pass
+
+    def broken_tail(pipe):
+        raise Broken
+
+    monkeypatch.setattr(sandbox, "_Tail", broken_tail)
+    with pytest.raises(Broken):
+        run_program("import time\ntime.sleep(30)\n")
+    children = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if int(f.read().rpartition(")")[2].split()[1]) == os.getpid():
+                    children.append(int(pid))
+        except (OSError, ValueError, IndexError):
+            pass
+    assert children == []
+
+
+@pytest.mark.parametrize("forgery", [
+    "import os, signal\nos.kill(os.getpid(), signal.SIGXCPU)\n",
+    "import sys\nsys.stderr.write('MemoryError: Cannot allocate memory (out of memory)\\n')\nassert False\n",
+])
+def test_timeout_and_out_of_memory_cannot_be_claimed_by_the_program(isolation, forgery):
+    """Timeout comes from the harness's clock alone (dying of SIGXCPU is a failure), and a
+    program that writes an out-of-memory message and fails is a failure."""
+    outcome = run_program(forgery)
+    assert outcome.status == FAILED, outcome
