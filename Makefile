@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup sandbox-tools test test-fast train demo demo-real demo-real-grpo tables bench clean
+.PHONY: setup sandbox-tools test test-fast golden train demo demo-real demo-real-grpo tables bench clean
 
 setup: $(VENV)/.installed sandbox-tools
 
@@ -34,6 +34,12 @@ test: setup
 # Everything but the end-to-end training runs and the multi-process tests.
 test-fast: setup
 	$(OFFLINE) $(PY) -m pytest -q -m "not slow and not distributed"
+
+# Regenerate the golden runs (tests/golden/runs.json: the tiny base's build and the first steps
+# of each trainer x clip mode, compared exactly by tests/test_golden_runs.py). Only for a change
+# meant to alter numerics: commit it with every result it changes (make demo) and the reason.
+golden: setup
+	$(OFFLINE) $(PY) -m tests.golden --regenerate
 
 # One training run of the embedded default; pass overrides as ARGS="clip.beta=0.9 seed=1".
 train: setup

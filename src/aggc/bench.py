@@ -359,6 +359,9 @@ def main(argv: list[str] | None = None) -> dict:
     name = args.name or ("quick" if args.quick else args.device.split(":")[0])
     (args.out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out_dir / f"{name}.md").write_text(markdown(result))
+    from .provenance import stamp  # commit, command, stack (README, Determinism and provenance)
+
+    stamp(args.out_dir, [f"{name}.json", f"{name}.md"], result["command"])
     print(markdown(result))
     return result
 

@@ -268,8 +268,11 @@ def main(cfg: DictConfig) -> None:
         seconds[stage] = round(time.time() - started, 1)
     timing = Path(cfg.out_dir) / f"{spec['name']}.timing.json"
     atomic_write_text(timing, json.dumps({"seconds": seconds, "cells": len(cells(spec)), "launcher": cfg.launcher}, indent=1) + "\n")
+    from .provenance import stamp  # where each file comes from: commit, command, stack (README, Determinism and provenance)
+
+    provenance = stamp(Path(cfg.out_dir), [*paths.values(), timing], shlex.join(["python", "-m", "aggc.grid", *sys.argv[1:]]))
     print(Path(paths["md"]).read_text())
-    print("written:", ", ".join(str(p) for p in [*paths.values(), timing]))
+    print("written:", ", ".join(str(p) for p in [*paths.values(), timing, provenance]))
     print("wall time per stage (s):", seconds)
 
 

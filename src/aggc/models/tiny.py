@@ -103,15 +103,18 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
             yield order[i : i + batch_size]
 
 
-def _pretrain(model: LlamaForCausalLM, tokenizer, texts: list[str], cfg: dict) -> None:
-    """Causal-LM training on whole examples (padded batches, loss off padding)."""
+def _pretrain(model: LlamaForCausalLM, tokenizer, texts: list[str], cfg: dict, stop_after: int | None = None) -> list[float]:
+    """Causal-LM training on whole examples (padded batches, loss off padding). Returns
+    each step's loss; `stop_after` ends it after that many steps (the same schedule: the
+    golden test's first steps of the real recipe)."""
     encoded = [(tokenizer(t)["input_ids"] + [tokenizer.eos_token_id])[: cfg["max_length"]] for t in texts]
     generator = torch.Generator().manual_seed(cfg["seed"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg["warmup_steps"], cfg["steps"])
     model.train()
     batches = _batches(len(encoded), cfg["batch_size"], generator)
-    progress = tqdm(range(cfg["steps"]), desc="pretrain tiny llama", mininterval=5)
+    progress = tqdm(range(cfg["steps"] if stop_after is None else stop_after), desc="pretrain tiny llama", mininterval=5)
+    losses = []
     for step in progress:
         batch = [encoded[i] for i in next(batches)]
         width = max(map(len, batch))
@@ -119,13 +122,15 @@ def _pretrain(model: LlamaForCausalLM, tokenizer, texts: list[str], cfg: dict) -
         mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch])
         loss = model(input_ids=input_ids, attention_mask=mask, labels=input_ids.masked_fill(mask == 0, -100)).loss
         loss.backward()
+        losses.append(loss.item())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 50 == 0:
-            progress.set_postfix(loss=f"{loss.item():.3f}")
+            progress.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
+    return losses
 
 
 def base_spec(spec: dict) -> dict:
@@ -147,19 +152,22 @@ def pretrained_tiny_base(spec: dict, cache_dir: Path) -> Path:
     Built in a temporary sibling directory and renamed into place, so an
     interrupted run never leaves a cache entry that looks complete.
     """
-    def build():
-        cfg = spec["pretrain"]
-        torch.manual_seed(cfg["seed"])
-        records = arith.generate(cfg["num_examples"], cfg["seed"], "pretrain")
-        texts = pretrain_texts(records, cfg["drill_size"], cfg["drill_docs"])
-        # The tokenizer also sees the Alpaca prompt so that it is a few tokens, not dozens.
-        prompt_texts = [format_prompt(r["question"]) + " " + r["output"] for r in records[:1000]]
-        tokenizer = train_tokenizer(texts + prompt_texts, spec["tokenizer"]["vocab_size"])
-        model = build_tiny_llama(spec["arch"], tokenizer)
-        _pretrain(model, tokenizer, texts, cfg)
-        return model, tokenizer
+    return _cached(Path(cache_dir) / f"tiny-llama-{spec_hash(spec)}", spec, lambda: build_pretrained_tiny_llama(spec)[:2])
 
-    return _cached(Path(cache_dir) / f"tiny-llama-{spec_hash(spec)}", spec, build)
+
+def build_pretrained_tiny_llama(spec: dict, stop_after: int | None = None) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, list[float]]:
+    """The tiny Llama's build recipe: tokenizer, initialisation, pretraining (the model, the
+    tokenizer and each pretraining step's loss). `stop_after`: only the first steps."""
+    cfg = spec["pretrain"]
+    torch.manual_seed(cfg["seed"])
+    records = arith.generate(cfg["num_examples"], cfg["seed"], "pretrain")
+    texts = pretrain_texts(records, cfg["drill_size"], cfg["drill_docs"])
+    # The tokenizer also sees the Alpaca prompt so that it is a few tokens, not dozens.
+    prompt_texts = [format_prompt(r["question"]) + " " + r["output"] for r in records[:1000]]
+    tokenizer = train_tokenizer(texts + prompt_texts, spec["tokenizer"]["vocab_size"])
+    model = build_tiny_llama(spec["arch"], tokenizer)
+    losses = _pretrain(model, tokenizer, texts, cfg, stop_after)
+    return model, tokenizer, losses
 
 
 def _cached(target: Path, spec: dict, build) -> Path:

@@ -68,6 +68,22 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def determinism_settings() -> dict:
+    """What a run's last bits can depend on besides its code, config and package versions
+    (README, "Determinism and provenance"): the CPU threads and the environment variables
+    that set them, the CPU, the tokenizers build."""
+    import torch
+
+    env = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_CBWR",
+           "CUBLAS_WORKSPACE_CONFIG", "TOKENIZERS_PARALLELISM")
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), None) if Path("/proc/cpuinfo").exists() else None
+    return {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "cpu": cpu or platform.processor(),
+            "env": {k: os.environ.get(k) for k in env}, "torch": torch.__version__,
+            "tokenizers": metadata.version("tokenizers"), "mkl": torch.backends.mkl.is_available(),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+
+
 def write_manifest(run_dir: Path, seed: int, **extra) -> None:
     manifest = {
         "git_commit": git_commit(),
@@ -78,6 +94,7 @@ def write_manifest(run_dir: Path, seed: int, **extra) -> None:
         "platform": platform.platform(),
         "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "determinism": determinism_settings(),
         **extra,
     }
     atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
