@@ -50,7 +50,7 @@ from aggc.evaluate.sandbox import Outcome, run_many, run_program
 TIME_FLOOR = 10.0  # wall-clock seconds: the least limit of a test program (all tests of one problem)
 TIME_FACTOR = 4.0  # x the reference solution's time (evalplus' default gt_time_limit_factor)
 REFERENCE_TIMEOUT = 120.0  # wall-clock seconds for measuring a reference solution
-MEMORY = 1 << 30  # bytes of address space per test program (RLIMIT_AS)
+MEMORY = 1 << 30  # bytes per test program: address space per process (RLIMIT_AS), and with its 32 MiB scratch the cgroup bound on all its processes together
 WORKERS = None  # programs run at once by the filter; None = the CPU count, at most 8
 MBPP_TEST_IDS = range(11, 511)  # google-research mbpp/README.md: task ids 11-510 are the test set
 
