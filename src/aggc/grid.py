@@ -270,7 +270,7 @@ def main(cfg: DictConfig) -> None:
     atomic_write_text(timing, json.dumps({"seconds": seconds, "cells": len(cells(spec)), "launcher": cfg.launcher}, indent=1) + "\n")
     from .provenance import stamp  # where each file comes from: commit, command, stack (README, Determinism and provenance)
 
-    provenance = stamp(Path(cfg.out_dir), [*paths.values(), timing], shlex.join(["python", "-m", "aggc.grid", *sys.argv[1:]]))
+    provenance = stamp(Path(cfg.out_dir), [*paths.values(), timing], " ".join(["python", "-m", "aggc.grid", *sys.argv[1:]]))
     print(Path(paths["md"]).read_text())
     print("written:", ", ".join(str(p) for p in [*paths.values(), timing, provenance]))
     print("wall time per stage (s):", seconds)

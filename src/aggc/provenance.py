@@ -43,16 +43,22 @@ def _git(*args: str) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-def origin(command: list[str] | str | None = None) -> dict:
-    """The code, command and stack of this process."""
+def origin(command: list[str] | str | None = None, out_dir: Path | None = None) -> dict:
+    """The code, command and stack of this process. `git_dirty`: tracked files other than the
+    results being written (those under `out_dir`) differ from the commit."""
     from .train.rundir import determinism_settings, package_versions
 
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     dirty_paths = sorted(line[3:] for line in dirty.splitlines()) if dirty else []
+    try:
+        written = Path(out_dir).resolve().relative_to(ROOT).as_posix() + "/" if out_dir is not None else None
+    except ValueError:  # results written outside the repository
+        written = None
+    code_paths = [p for p in dirty_paths if not (written and p.startswith(written))]
     return {
         "git_commit": (_git("rev-parse", "HEAD") or "").strip() or None,
-        "git_dirty": bool(dirty_paths) if dirty is not None else None,
-        "git_dirty_paths": dirty_paths,
+        "git_dirty": bool(code_paths) if dirty is not None else None,
+        "git_dirty_paths": code_paths,
         "command": command if command is not None else " ".join([Path(sys.executable).name, *sys.argv]),
         "python": sys.version.split()[0],
         "packages": package_versions(),
@@ -70,7 +76,7 @@ def stamp(out_dir: Path, files, command: list[str] | str | None = None, **extra)
     """Record `files` (in `out_dir`) as written now by this process; other entries stay."""
     out_dir = Path(out_dir)
     provenance = read(out_dir)
-    here = origin(command)
+    here = origin(command, out_dir)
     for file in files:
         file = Path(file)
         provenance["files"][file.name] = {"sha256": sha256(out_dir / file.name), **here, **extra}
