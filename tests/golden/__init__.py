@@ -178,14 +178,22 @@ def compute(cases=None) -> dict:
             "runs": runs}
 
 
+# metrics.jsonl's per-group maps: their keys are the clipper's groups
+GROUP_MAPS = ("norms", "post_norms", "factors", "lower", "upper", "ema")
+
+
 def load() -> dict:
     return json.loads(GOLDEN_FILE.read_text())
 
 
 def differences(expected, got, where: str = "", rel: float = 0.0) -> list[str]:
-    """Every place where `got` differs from `expected` (floats: exactly, or within `rel`)."""
+    """Every place where `got` differs from `expected` (floats: exactly, or within `rel`).
+    A key `got` has and `expected` lacks (a metric added to the log) is no numeric change;
+    a group that appears or vanishes is."""
     if isinstance(expected, dict) and isinstance(got, dict):
-        out = [f"{where}.{k}: missing" for k in expected if k not in got] + [f"{where}.{k}: unexpected" for k in got if k not in expected]
+        out = [f"{where}.{k}: missing" for k in expected if k not in got]
+        if where.rsplit(".", 1)[-1] in GROUP_MAPS:
+            out += [f"{where}.{k}: unexpected group" for k in got if k not in expected]
         return out + [d for k in expected if k in got for d in differences(expected[k], got[k], f"{where}.{k}", rel)]
     if isinstance(expected, list) and isinstance(got, list):
         if len(expected) != len(got):
