@@ -10,6 +10,9 @@ from hydra import compose, initialize_config_dir
 
 from aggc.paths import CONF_DIR, ROOT
 from aggc.tables import config_value
+from aggc.train import rundir
+
+from .synthetic import completed_run, evaluated, table_plan, train_config
 
 
 def plan(runs_root, *overrides):
@@ -35,29 +38,43 @@ def test_dry_run_lists_the_table1_grid_and_runs_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan"]  # nothing trained, nothing evaluated
     train_cells = (tmp_path / "plan" / "table1.train.txt").read_text().splitlines()
     assert len(train_cells) == 108 and len((tmp_path / "plan" / "table1.eval.txt").read_text().splitlines()) == 180
-    assert train_cells[0] == (f"model=llama2_7b data=metamathqa strategy=full_ft clip=global seed=0 runs_root={tmp_path} "
-                              f"hydra.run.dir={tmp_path}/llama2_7b/metamathqa/full_ft-global/seed0 train=paper_sft")
+    assert train_cells[0] == f"model=llama2_7b data=metamathqa strategy=full_ft clip=global seed=0 runs_root={tmp_path} train=paper_sft"
 
 
 def test_finished_cells_are_skipped_and_interrupted_ones_resume(tmp_path):
-    """A COMPLETED, evaluated cell leaves the plan; a killed one shows where it resumes."""
-    done = tmp_path / "mistral_7b" / "metamathqa" / "aggc-aggc" / "seed1"
-    (done / "eval").mkdir(parents=True)
-    (done / "COMPLETED").touch()
-    (done / "eval" / "gsm8k.json").write_text("{}")
-    partial = tmp_path / "gemma_7b" / "wizardlm" / "lora-none" / "seed2"
+    """A COMPLETED cell with a fresh result leaves the plan; a killed one shows where it
+    resumes; a result of a quick `eval.limit` check, or of a model since retrained, is
+    evaluated again."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg, spec, dirs, evals = table_plan("table1", tmp_path)
+        cell = next(c for c in dirs if (c.model, c.data, c.strategy, c.seed) == ("mistral_7b", "metamathqa", "aggc", 1))
+        completed_run(dirs[cell], train_config(cfg, spec, cell))
+        evaluated(dirs[cell], evals["gsm8k"], 50.0)
+        quick = compose("evaluate", overrides=["eval=math", "run=.", "eval.limit=5"])
+        evaluated(dirs[cell], quick, 50.0)  # a quick check: not the table's evaluation
+        other = next(c for c in dirs if (c.model, c.data, c.strategy, c.seed) == ("llama2_7b", "metamathqa", "aggc", 0))
+        completed_run(dirs[other], train_config(cfg, spec, other))
+        evaluated(dirs[other], evals["gsm8k"], 40.0)
+        rundir.mark_completed(dirs[other], {"global_step": 2})  # retrained in place since: its result is stale
+    done = dirs[cell]
+    partial = next(d for c, d in dirs.items() if (c.model, c.data, c.strategy, c.clip, c.seed) == ("gemma_7b", "wizardlm", "lora", "none", 2))
     (partial / "checkpoints" / "checkpoint-500").mkdir(parents=True)
     (partial / "checkpoints" / "checkpoint-1000").mkdir()
 
     out = plan(tmp_path)
-    assert "to do: 107 of 108 training cells, 179 of 180 evaluations" in out
+    assert "to do: 106 of 108 training cells, 179 of 180 evaluations" in out
     line = next(li for li in out.splitlines() if li.split()[:2] == ["mistral_7b", "metamathqa"] and "AGGC" in li and "seed 1" in li)
     assert "train: done" in line and "gsm8k done" in line and "math to run" in line
+    line = next(li for li in out.splitlines() if li.split()[:2] == ["llama2_7b", "metamathqa"] and "AGGC" in li and "seed 0" in li)
+    assert "train: done" in line and "gsm8k to run" in line
     assert "resumes at step 1000" in next(li for li in out.splitlines() if li.split()[:2] == ["gemma_7b", "wizardlm"]
                                         and "no clip" in li and "seed 2" in li)
     train_cells = (tmp_path / "plan" / "table1.train.txt").read_text()
-    assert f"hydra.run.dir={done} " not in train_cells and f"hydra.run.dir={partial} " in train_cells
-    assert f"run={done} eval=gsm8k" not in (tmp_path / "plan" / "table1.eval.txt").read_text()
+    assert "model=mistral_7b data=metamathqa strategy=aggc clip=aggc seed=1 " not in train_cells
+    assert "model=gemma_7b data=wizardlm strategy=lora clip=none seed=2 " in train_cells
+    evals_file = (tmp_path / "plan" / "table1.eval.txt").read_text()
+    assert f"run={done} eval=gsm8k" not in evals_file and f"run={done} eval=math" in evals_file
+    assert f"run={dirs[other]} eval=gsm8k" in evals_file
 
 
 def test_slurm_launchers_and_a_bad_launcher(tmp_path):
@@ -88,7 +105,7 @@ def test_ablation_targets_print_their_cluster_plans(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert counts in proc.stdout
         cells = (tmp_path / "plan" / f"{table}.train.txt").read_text()
-        assert f" {swept} " in cells and (f"-aggc__{swept}/seed" in cells or "__" not in cells)
+        assert f" {swept} " in cells and "hydra.run.dir" not in cells  # each run finds its own directory
 
 
 def test_a_table_without_a_tiny_section_says_so(tmp_path):
@@ -107,10 +124,11 @@ def test_tiny_rank_sweep_trains_each_rank_and_draws_the_figure(tmp_path):
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     for strategy, clip in (("lora", "global"), ("aggc", "aggc")):
-        for rank in (1, 16):
-            run = tmp_path / "tiny_llama" / "arith" / f"{strategy}-{clip}__model.lora_r={rank}" / "seed0"
-            config = yaml.safe_load((run / "config.yaml").read_text())
-            assert config["strategy"]["peft"]["r"] == rank and config["strategy"]["peft"]["alpha"] == rank
+        runs = rundir.find_runs(tmp_path, "tiny_llama", "arith", strategy, clip, 0)
+        by_rank = {yaml.safe_load((run / "config.yaml").read_text())["strategy"]["peft"]["r"]: run for run in runs}
+        assert sorted(by_rank) == [1, 16]
+        for rank, run in by_rank.items():
+            assert yaml.safe_load((run / "config.yaml").read_text())["strategy"]["peft"]["alpha"] == rank
             assert (run / "COMPLETED").exists() and (run / "eval" / "arith.json").exists()
     table = (out / "figure6.md").read_text()
     assert [line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ")][1:] == [
@@ -131,10 +149,10 @@ def test_tiny_ablations_train_each_setting_and_render(tmp_path, table, swept):
                            f"out_dir={out}"], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for value in values:
-        run = tmp_path / "tiny_llama" / "arith" / f"aggc-aggc__{key}={value}" / "seed0"
-        config = yaml.safe_load((run / "config.yaml").read_text())
-        assert config_value(config, key) == value
+    runs = {config_value(yaml.safe_load((run / "config.yaml").read_text()), key): run
+            for run in rundir.find_runs(tmp_path, "tiny_llama", "arith", "aggc", "aggc", 0)}
+    assert sorted(runs, key=str) == sorted(values, key=str)
+    for run in runs.values():
         assert (run / "eval" / "arith.json").exists()
     rows = [line for line in (out / f"{table}.md").read_text().splitlines() if line.startswith("| tiny") or line.startswith("|  |")]
     assert len(rows) == 2 and all(line.split("|")[3].strip() != "—" for line in rows)

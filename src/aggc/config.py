@@ -46,6 +46,8 @@ TRAIN_KEYS = {
     "lora_alpha": "LoRA alpha of the recipe (train=paper_glue), read by strategy.peft.alpha",
     "hparams": "per task and strategy table the recipe's values are looked up in (train=paper_glue)",
 }
+GRPO_KEYS = ("num_generations", "max_completion_length", "temperature", "kl_coef", "use_vllm", "vllm_mode",
+             "vllm_gpu_memory_utilization", "zero_variance_warning")
 # Keys users reach for that the harness does on purpose another way.
 REFUSED_TRAIN_KEYS = {
     "max_grad_norm": "the clipper does all clipping (the Trainer's is off so nothing is clipped twice): use clip=global clip.max_norm=...",
@@ -66,7 +68,8 @@ def clip_config(cfg: DictConfig) -> ClipConfig:
 
 
 def _env_flag(environ: Mapping[str, str], name: str) -> bool:
-    return environ.get(name, "").lower() in ("1", "true", "yes")
+    """True as accelerate and transformers read a flag (their strtobool)."""
+    return environ.get(name, "").strip().lower() in ("1", "y", "yes", "t", "true", "on")
 
 
 def check_launch(environ: Mapping[str, str] = os.environ) -> None:
@@ -98,7 +101,7 @@ def check_hardware(cfg: DictConfig, cuda_available: bool, environ: Mapping[str, 
             f"train.fsdp={cfg.train.fsdp}: accelerate enables FSDP only on GPU backends; on CPU the run would "
             "silently train plain DDP. Run on GPUs, or set train.fsdp=null"
         )
-    if environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+    if _env_flag(environ, "ACCELERATE_USE_FSDP"):
         raise ConfigError(
             "accelerate launch asked for FSDP (ACCELERATE_USE_FSDP), but there is no GPU: accelerate would silently "
             "train plain DDP. Run on GPUs, or launch with experiments/accelerate/ddp.yaml"
@@ -154,6 +157,16 @@ def validate(cfg: DictConfig) -> ClipConfig:
                           "so the run's length is train.num_train_epochs; set train.max_steps=-1")
     if t.bf16 and t.fp16:
         raise ConfigError("train.bf16=true and train.fp16=true: choose one mixed precision")
+    if t.fp16 and cfg.model.get("dtype", "float32") != "float32":
+        raise ConfigError(f"train.fp16=true with model.dtype={cfg.model.dtype}: fp16 autocasts over float32 weights "
+                          "(the GradScaler cannot unscale fp16 gradients); set model.dtype=float32")
+    if t.fp16 and clip.nonfinite != "skip":
+        raise ConfigError(f"train.fp16=true with clip.nonfinite={clip.nonfinite}: the GradScaler's overflow steps (Inf "
+                          "gradients, skipped by the scaler itself) reach the clipper as non-finite steps; only "
+                          "clip.nonfinite=skip agrees with the scaler, and they count toward clip.max_consecutive_skips")
+    dropout = cfg.model.get("dropout")
+    if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1):
+        raise ConfigError(f"model.dropout={dropout!r}: a probability in [0, 1), or null for the checkpoint's own")
     require_positive_int("data.max_length", cfg.data.max_length)
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"wandb.mode={cfg.wandb.mode!r}: must be offline, online or disabled")
@@ -165,6 +178,11 @@ def check_train_keys(train: DictConfig) -> None:
     for key in train:
         if key in REFUSED_TRAIN_KEYS:
             raise ConfigError(f"train.{key}: not supported: {REFUSED_TRAIN_KEYS[key]}")
+        if key == "grpo" and train.grpo is not None:
+            unknown = sorted(set(train.grpo) - set(GRPO_KEYS))
+            if unknown:
+                raise ConfigError(f"train.grpo.{unknown[0]}: unknown key; the GRPO recipe's keys are: "
+                                  + ", ".join(f"train.grpo.{k}" for k in GRPO_KEYS))
         if key not in TRAIN_KEYS:
             close = difflib.get_close_matches(str(key), TRAIN_KEYS, n=1)
             hint = f" (did you mean train.{close[0]}?)" if close else ""

@@ -18,13 +18,14 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError
+from .identity import cell_id
 from .paths import CONF_DIR
 from .train.rundir import atomic_write_text, checkpoint_step
 
@@ -44,15 +45,41 @@ class Cell:
     seed: int
     benchmarks: tuple[str, ...]
 
-    def run_dir(self, runs_root: Path) -> Path:
-        """`<model>/<data>/<strategy>-<clip>[__key=value...]/seed<N>`: the training stage's own layout."""
-        suffix = "".join(f"__{k}={v}" for k, v in self.match)
-        return runs_root / self.model / self.data / f"{self.strategy}-{self.clip}{suffix}" / f"seed{self.seed}"
-
     def train_overrides(self, runs_root: Path) -> list[str]:
+        """The training command's overrides (before the table's `train_args`); the run lands in
+        its config's own directory (`aggc.identity`)."""
         return [f"model={self.model}", f"data={self.data}", f"strategy={self.strategy}", f"clip={self.clip}",
-                *(f"{k}={v}" for k, v in self.match), f"seed={self.seed}", f"runs_root={runs_root}",
-                f"hydra.run.dir={self.run_dir(runs_root)}"]
+                *(f"{k}={v}" for k, v in self.match), f"seed={self.seed}", f"runs_root={runs_root}"]
+
+
+def cell_ids(cfg: DictConfig, spec: dict, grid: list[Cell]) -> dict[Cell, str]:
+    """Each cell's cell id (`aggc.identity`), from the config its training command composes
+    (the table's and the command line's overrides included): the same config in two tables
+    is the same run, trained once. Composed once per cell, seed aside (the id leaves it out)."""
+    from hydra import compose
+
+    extra = [a for a in extra_args(cfg, spec, "train") if not a.lstrip("+~").startswith("hydra")]
+    ids: dict[Cell, str] = {}
+    for c in grid:
+        first = replace(c, seed=0, row=0, benchmarks=())
+        if first not in ids:
+            ids[first] = cell_id(compose("config", overrides=[*first.train_overrides(Path(cfg.runs_root)), *extra]))
+        ids[c] = ids[first]
+    return {c: ids[c] for c in grid}
+
+
+def run_dirs(cfg: DictConfig, spec: dict, grid: list[Cell]) -> dict[Cell, Path]:
+    """Each cell's run directory: `aggc.identity.run_dir` of its config."""
+    root = Path(cfg.runs_root)
+    return {c: root / c.model / c.data / f"{c.strategy}-{c.clip}-{i}" / f"seed{c.seed}" for c, i in cell_ids(cfg, spec, grid).items()}
+
+
+def table_cells(cfg: DictConfig, spec: dict) -> tuple[set[str], dict[str, dict]]:
+    """What a table reads its numbers from (`aggc.tables.write`): its cell ids, and each
+    benchmark's evaluation settings as its grid evaluates them (`aggc.evaluate.eval_settings`;
+    `chat_template` left to each run)."""
+    grid = cells(spec)
+    return set(cell_ids(cfg, spec, grid).values()), eval_configs(cfg, spec, [b for c in grid for b in c.benchmarks])
 
 
 def tiny_version(spec: dict) -> dict:
@@ -112,9 +139,21 @@ def training_status(run: Path) -> str:
     return f"resumes at step {max(steps)}" if steps else "to run"
 
 
-def pending_evaluations(cell: Cell, runs_root: Path) -> list[str]:
-    run = cell.run_dir(runs_root)
-    return [b for b in cell.benchmarks if not (run / "eval" / f"{b}.json").exists()]
+def eval_configs(cfg: DictConfig, spec: dict, benchmarks) -> dict[str, DictConfig]:
+    """Each benchmark's evaluation config as the grid's evaluation commands compose it."""
+    from hydra import compose
+
+    extra = [a for a in extra_args(cfg, spec, "eval") if not a.lstrip("+~").startswith("hydra")]
+    return {b: compose("evaluate", overrides=[f"eval={b}", "run=.", *extra]) for b in sorted(set(benchmarks))}
+
+
+def pending_evaluations(cell: Cell, run: Path, evals: dict[str, DictConfig]) -> list[str]:
+    """The cell's benchmarks without a result of the run's current model under the table's
+    evaluation settings (a quick `eval.limit=5` check, or a result of a retrained model, is
+    not one)."""
+    from .evaluate import eval_settings, is_fresh
+
+    return [b for b in cell.benchmarks if not is_fresh(run / "eval" / f"{b}.json", run, eval_settings(evals[b], run))]
 
 
 def extra_args(cfg: DictConfig, spec: dict, stage: str) -> list[str]:
@@ -158,14 +197,11 @@ def training_commands(cfg: DictConfig, spec: dict, todo: list[Cell], waves: dict
 
 def row_command(cfg: DictConfig, spec: dict, row: dict, data: str, cells_left: list[Cell]) -> list[str]:
     """The training multirun of one table row on one training set, over its cells' models and seeds."""
-    runs_root = Path(cfg.runs_root)
-    match = "".join(f"__{k}=${{{k}}}" for k in row.get("match", {}))
     return [
         sys.executable, "-m", "aggc.train", "-m",
         f"model={_sweep(c.model for c in cells_left)}", f"data={data}",
         f"strategy={row['strategy']}", f"clip={row['clip']}", *(f"{k}={v}" for k, v in row.get("match", {}).items()),
-        f"seed={_sweep(c.seed for c in cells_left)}", f"runs_root={runs_root}", f"hydra.sweep.dir={runs_root}",
-        f"hydra.sweep.subdir='${{model.name}}/${{data.name}}/${{strategy.name}}-${{clip.name}}{match}/seed${{seed}}'",  # quoted: a match adds '='
+        f"seed={_sweep(c.seed for c in cells_left)}", f"runs_root={Path(cfg.runs_root)}",
         *extra_args(cfg, spec, "train"), *launcher_overrides(cfg.launcher),
     ]
 
@@ -186,20 +222,22 @@ def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[list[str]]], list[list[
     runs_root = Path(cfg.runs_root)
     waves = dataset_waves(cfg, spec)
     grid = sorted(cells(spec), key=lambda c: waves[c.data][0])  # stable: the table's order within a wave
-    todo = [c for c in grid if training_status(c.run_dir(runs_root)) != "done"]
+    dirs = run_dirs(cfg, spec, grid)
+    evals = eval_configs(cfg, spec, [b for c in grid for b in c.benchmarks])
+    todo = [c for c in grid if training_status(dirs[c]) != "done"]
     pending: dict[str, list[Path]] = {}
     lines = []
     label_width = max(len(row["label"]) for row in spec["rows"])
     for c in grid:
-        run = c.run_dir(runs_root)
-        evals = pending_evaluations(c, runs_root)
-        for bench in evals:
+        run = dirs[c]
+        evals_left = pending_evaluations(c, run, evals)
+        for bench in evals_left:
             pending.setdefault(bench, []).append(run)
         state = training_status(run)
         if state != "done" and waves[c.data][1]:
             state += f" (after {waves[c.data][1]})"
         lines.append(f"  {c.model:<22} {c.data:<14} {spec['rows'][c.row]['label']:<{label_width}} seed {c.seed}  "
-                     f"train: {state:<18} eval: {', '.join(f'{b} ' + ('to run' if b in evals else 'done') for b in c.benchmarks)}")
+                     f"train: {state:<18} eval: {', '.join(f'{b} ' + ('to run' if b in evals_left else 'done') for b in c.benchmarks)}")
     n_evals = sum(len(c.benchmarks) for c in grid)
     paper_only = sum(bool(row.get("paper_only")) for row in spec["rows"])
     rows = f"{len(spec['rows']) - paper_only} rows" + (f" (+{paper_only} paper only)" if paper_only else "")
@@ -262,7 +300,8 @@ def main(cfg: DictConfig) -> None:
 
     seconds = {}
     for stage, work in (("train", lambda: [run_all(wave, cfg.launcher) for wave in train]), ("evaluate", lambda: run_all(evaluate, cfg.launcher)),
-                        ("tables", lambda: write(spec, Path(cfg.runs_root), Path(cfg.paper_dir), Path(cfg.out_dir)))):
+                        ("tables", lambda: write(spec, Path(cfg.runs_root), Path(cfg.paper_dir), Path(cfg.out_dir),
+                                                 *table_cells(cfg, spec)))):
         started = time.time()
         paths = work()
         seconds[stage] = round(time.time() - started, 1)

@@ -16,3 +16,7 @@ RESULTS_DIR = ROOT / "results"
 
 if not OmegaConf.has_resolver("aggc.root"):
     OmegaConf.register_new_resolver("aggc.root", lambda: str(ROOT))
+if not OmegaConf.has_resolver("aggc.run_id"):  # a run's cell id (aggc.identity), for its directory's name
+    OmegaConf.register_new_resolver("aggc.run_id", lambda *, _root_: __import__("aggc.identity").identity.cell_id(_root_))
+if not OmegaConf.has_resolver("aggc.completed_run"):  # `${aggc.completed_run:<runs_root>,<model>,<data>,<strategy>,<clip>,<seed>}`
+    OmegaConf.register_new_resolver("aggc.completed_run", lambda *choices: __import__("aggc.identity").identity.completed_run(*choices))

@@ -9,8 +9,9 @@ import pytest
 
 from aggc.evaluate import sandbox
 from aggc.paths import ROOT
+from aggc.train import rundir
 
-from ..train._helpers import train_cli
+from ..train._helpers import only_run, train_cli
 
 pytestmark = pytest.mark.slow
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -25,7 +26,7 @@ def evaluate_cli(*overrides):
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     train_cli(root, "strategy=aggc")
-    return root / "tiny_llama" / "arith" / "aggc-aggc" / "seed0"
+    return only_run(root)
 
 
 def test_gsm8k_records_evaluate_and_resume_from_cache(run):
@@ -44,6 +45,30 @@ def test_gsm8k_records_evaluate_and_resume_from_cache(run):
     second = evaluate_cli(*args, "force=true")
     assert second.returncode == 0
     assert "Requests remaining: 0" in second.stdout + second.stderr
+
+
+def test_a_result_is_redone_for_a_retrained_model_or_other_settings(run):
+    """A result names the model it scored and its settings: the same call returns it; after
+    the run is retrained in place (a new COMPLETED stamp) the evaluation runs again with a
+    cache of its own (no old answers); `eval.limit` is a setting like any other."""
+    args = (f"run={run}", "eval=gsm8k", f"eval.data={FIXTURES / 'gsm8k_test_sample.jsonl'}", "max_gen_toks=8")
+    assert evaluate_cli(*args).returncode == 0
+    first = json.loads((run / "eval" / "gsm8k.json").read_text())
+    assert first["model_fingerprint"] == rundir.model_fingerprint(run) and first["eval_settings"]["max_gen_toks"] == 8
+    assert first["git_commit"] and isinstance(first["git_dirty"], bool)
+    same = evaluate_cli(*args)
+    assert "evaluating again" not in same.stdout and json.loads((run / "eval" / "gsm8k.json").read_text()) == first
+
+    rundir.mark_completed(run, {k: v for k, v in json.loads((run / "COMPLETED").read_text()).items()})  # retrained
+    again = evaluate_cli(*args)
+    assert again.returncode == 0 and "scored another model or other settings; evaluating again" in again.stdout
+    redone = json.loads((run / "eval" / "gsm8k.json").read_text())
+    assert redone["model_fingerprint"] == rundir.model_fingerprint(run) != first["model_fingerprint"]
+    caches = sorted(p.name.split("_rank")[0] for p in (run / "eval" / "cache").glob("gsm8k-*"))  # lm-eval's <name>_rank0.db
+    assert caches == sorted(f"gsm8k-{r['model_fingerprint']}" for r in (first, redone)), "one generation cache per model"
+
+    limited = evaluate_cli(*args, "eval.limit=1")
+    assert "evaluating again" in limited.stdout and json.loads((run / "eval" / "gsm8k.json").read_text())["n"] == 1
 
 
 def test_math_records_evaluate_with_three_scorers(run):

@@ -18,7 +18,7 @@ from aggc.evaluate import mt_bench
 from aggc.evaluate.mt_bench import ALPACA_NEXT_TURN, check_inputs, evaluate_mt_bench
 from aggc.paths import CONF_DIR, ROOT
 
-from ..train._helpers import train_cli
+from ..train._helpers import only_run, train_cli
 
 pytestmark = pytest.mark.slow
 FIXTURES = ROOT / "tests" / "fixtures" / "mt_bench"
@@ -102,7 +102,7 @@ def judge(server):
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     train_cli(root, "strategy=aggc")
-    return root / "tiny_llama" / "arith" / "aggc-aggc" / "seed0"
+    return only_run(root)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from aggc.paths import CONF_DIR, ROOT
 from aggc.train.session import save_final
 from aggc.train.sft import apply_strategy
 
+from ..train._helpers import only_run
+
 pytestmark = pytest.mark.slow
 SPEC = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "smollm2_135m.yaml"))
 SEVEN = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -33,7 +35,7 @@ def run(tmp_path_factory):
     cli("aggc.train", "model=smollm2_135m", "data=arith", "strategy=aggc", "train=smollm2_cpu", f"runs_root={root}",
         "train.max_steps=3", "train.save_steps=3", "train.per_device_train_batch_size=2", "data.train_size=12",
         "wandb.mode=disabled")
-    return root / "smollm2_135m" / "arith" / "aggc-aggc" / "seed0"
+    return only_run(root, model="smollm2_135m")
 
 
 def test_checkpoint_loads_as_an_instruct_llama():

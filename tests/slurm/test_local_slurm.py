@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from aggc.paths import ROOT
+from hydra import compose, initialize_config_dir
+
+from aggc.identity import run_dir
+from aggc.paths import CONF_DIR, ROOT
 from aggc.train import rundir
 
 from .conftest import wait_until
@@ -38,12 +41,14 @@ SWEEP_TIMEOUT_S = 300
 
 
 def sweep_dir(runs_root: Path) -> Path:
-    return runs_root / "multirun" / "tiny_llama" / "arith"
+    """Where a sweep keeps submitit's files: its runs land in their own configs' directories."""
+    return runs_root
 
 
 def cell_dir(runs_root: Path, *overrides: str) -> Path:
-    """A sweep cell's run directory: its task overrides, sorted, runs_root excluded."""
-    return sweep_dir(runs_root) / "__".join(sorted([*SMOKE, *overrides]))
+    """A cell's run directory: its config's own (`aggc.identity.run_dir`)."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return run_dir(compose("config", overrides=[*SMOKE, f"runs_root={runs_root}", *overrides]))
 
 
 def start_sweep(cluster, runs_root: Path, log: Path, *overrides: str) -> subprocess.Popen:
@@ -218,7 +223,7 @@ def test_array_sbatch_runs_cells_and_reruns_one_index(slurm_cluster, tmp_path):
     base = " ".join([*SMOKE, f"runs_root={runs}", "strategy=aggc"])
     cells.write_text(f"{base} seed=0\n{base} seed=1 clip.beta=1.5\n")  # line 2 (index 1) is invalid
     template = str(ROOT / "slurm" / "array.sbatch")
-    run = {seed: runs / "tiny_llama" / "arith" / "aggc-aggc" / f"seed{seed}" for seed in (0, 1)}
+    run = {0: cell_dir(runs, "strategy=aggc", "seed=0"), 1: cell_dir(runs, "strategy=aggc", "seed=1", "clip.beta=0.5")}
     out = lambda job, i: tmp_path / f"aggc-{job}_{i}.out"  # noqa: E731
     submitted: list[str] = []
     diagnostics = lambda: slurm_cluster.logs(*sorted(tmp_path.glob("aggc-*.out")))  # noqa: E731

@@ -6,7 +6,7 @@ import yaml
 from PIL import Image
 
 from aggc.paths import CONF_DIR, RESULTS_DIR
-from aggc.tables import write
+from aggc.tables import collect, render
 
 
 def fake_run(root, model, data, strategy, clip, seed, bench, score, curve=None):
@@ -31,7 +31,7 @@ def test_table5_beside_the_paper_and_the_grpo_curves(tmp_path):
     fake_run(runs, "qwen25_3b_instruct", "gsm8k_train", "grpo_aggc", "aggc_grpo", 0, "gsm8k", 88.5, curve[::-1])
 
     spec = yaml.safe_load((CONF_DIR / "table" / "table5.yaml").read_text())
-    paths = write(spec, runs, RESULTS_DIR / "paper", tmp_path / "out")
+    paths = render(spec, collect(runs), RESULTS_DIR / "paper", tmp_path / "out")
     rows = [line for line in paths["md"].read_text().splitlines() if line.startswith("| ")][1:]
     assert [line.split("|")[1:3] for line in rows[:3]] == [[" qwen25_3b_instruct ", " Base "], ["  ", " GRPO "], ["  ", " AGGC "]]
     #                      GSM8K: ours | paper | Δ               MATH: ours | paper | Δ

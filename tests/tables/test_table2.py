@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from aggc.paths import CONF_DIR, ROOT
-from aggc.tables import write
+from aggc.tables import collect, render
 
 TASKS = ["glue_mnli", "glue_sst2", "glue_mrpc", "glue_cola", "glue_qnli", "glue_qqp", "glue_rte", "glue_stsb"]
 
@@ -38,7 +38,7 @@ def test_table2_renders_paper_beside_ours(tmp_path):
     fake_run(tmp_path, "aggc", "aggc", 0, {t: 80.0 for t in TASKS})
     fake_run(tmp_path, "aggc", "aggc", 1, {t: 90.0 for t in TASKS})
     fake_run(tmp_path, "lora", "global", 0, {"glue_rte": 70.0})  # one task only: no average
-    paths = write(table2_spec(), tmp_path, ROOT / "results" / "paper", tmp_path / "out")
+    paths = render(table2_spec(), collect(tmp_path), ROOT / "results" / "paper", tmp_path / "out")
     md = paths["md"].read_text()
     header = [c.strip() for c in next(li for li in md.splitlines() if li.startswith("| Model")).strip("|").split("|")]
     assert header[2:5] == ["MNLI (ours)", "MNLI (paper)", "MNLI (Δ)"] and header[-3] == "ALL (mean) (ours)"
@@ -62,7 +62,7 @@ def test_an_average_needs_every_task_of_a_seed(tmp_path):
     """A seed missing one task contributes nothing to ALL (a mean of seven would be another number)."""
     fake_run(tmp_path, "dora", "global", 0, {t: 80.0 for t in TASKS})
     fake_run(tmp_path, "dora", "global", 1, {t: 60.0 for t in TASKS[:-1]})
-    md = write(table2_spec(), tmp_path, ROOT / "results" / "paper", tmp_path / "out")["md"].read_text()
+    md = render(table2_spec(), collect(tmp_path), ROOT / "results" / "paper", tmp_path / "out")["md"].read_text()
     assert row_of(md, "DoRA")[-3:] == ["80.00 (n=1)", "88.98", "-8.98"]
 
 

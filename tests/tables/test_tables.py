@@ -1,15 +1,19 @@
 """Rendering a table from a directory of result files, checked against hand-computed Markdown."""
 
 import json
-import shutil
 import subprocess
 import sys
 
 import yaml
 from omegaconf import OmegaConf
 
-from aggc.paths import ROOT
-from aggc.tables import summarize, write
+from hydra import initialize_config_dir
+
+from aggc.paths import CONF_DIR, ROOT
+from aggc.tables import collect, render, summarize
+
+from ..synthetic import completed_run, evaluated, table_plan, train_config
+
 
 def fake_run(root, strategy, clip, seed, scores, beta=0.95):
     run = root / f"{strategy}-{clip}-{beta}" / f"seed{seed}"
@@ -28,18 +32,38 @@ def test_ci95_is_student_t():
     assert summarize([5.0]).ci95 is None
 
 
-def test_render_from_result_files_matches_hand_checked_markdown(tmp_path):
-    for seed, (g, m) in enumerate([(70.0, 20.0), (72.0, 21.0), (74.0, 22.0)]):
-        fake_run(tmp_path, "aggc", "aggc", seed, {"gsm8k": g, "math": m})
-    fake_run(tmp_path, "lora", "none", 0, {"gsm8k": 69.0})  # one seed, no MATH yet
+def synthetic_runs(root, table, scores, *overrides, **manifest):
+    """COMPLETED, evaluated runs of `table`'s own cells: `scores(cell)` gives the cell's
+    {benchmark: score} (empty: the cell is not run)."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg, spec, dirs, evals = table_plan(table, root, *overrides)
+        for cell, run in dirs.items():
+            mine = scores(cell)
+            if mine:
+                completed_run(run, train_config(cfg, spec, cell), **manifest)
+                for bench, score in mine.items():
+                    evaluated(run, evals[bench], score)
+    return dirs
+
+
+def tables_cli(root, table, *overrides) -> str:
+    """`python -m aggc.tables table=<table>` over root's runs: the Markdown table."""
     proc = subprocess.run(
-        [sys.executable, "-m", "aggc.tables", f"runs_root={tmp_path}", f"out_dir={tmp_path / 'out'}",
-         f"paper_dir={ROOT / 'results' / 'paper'}", "table=table1",
-         "table.models=[mistral_7b]", "table.columns=[{benchmark: gsm8k, label: GSM8K}, {benchmark: math, label: MATH}]",
-         "table.name=mini", "table.title=Mini"],
+        [sys.executable, "-m", "aggc.tables", f"runs_root={root}", f"out_dir={root / 'out'}",
+         f"paper_dir={ROOT / 'results' / 'paper'}", f"table={table}", *overrides],
         capture_output=True, text=True, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
+    return (root / "out" / f"{overrides and 'mini' or table}.md").read_text()
+
+
+def test_render_from_result_files_matches_hand_checked_markdown(tmp_path):
+    scores = {("aggc", 0): {"gsm8k": 70.0, "math": 20.0}, ("aggc", 1): {"gsm8k": 72.0, "math": 21.0},
+              ("aggc", 2): {"gsm8k": 74.0, "math": 22.0}, ("lora-none", 0): {"gsm8k": 69.0}}  # one seed, no MATH yet
+    synthetic_runs(tmp_path, "table1", lambda c: scores.get((c.strategy if c.clip != "none" else "lora-none", c.seed), {})
+                   if (c.model, c.data) == ("mistral_7b", "metamathqa") else {})
+    md = tables_cli(tmp_path, "table1", "table.models=[mistral_7b]", "table.name=mini", "table.title=Mini",
+                    "table.columns=[{benchmark: gsm8k, label: GSM8K}, {benchmark: math, label: MATH}]")
     expected = """# Mini
 
 | Model | Strategy | GSM8K (ours) | GSM8K (paper) | GSM8K (Δ) | MATH (ours) | MATH (paper) | MATH (Δ) |
@@ -51,7 +75,7 @@ def test_render_from_result_files_matches_hand_checked_markdown(tmp_path):
 
 —: no result yet (not run, or not evaluated), or no such row in the paper. 95% CI: Student t over seeds; n = seeds.
 """
-    assert (tmp_path / "out" / "mini.md").read_text() == expected
+    assert md == expected
     csv_text = (tmp_path / "out" / "mini.csv").read_text().splitlines()
     assert csv_text[0] == "model,strategy,benchmark,mean,ci95,n,paper,diff"
     assert "mistral_7b,AGGC,gsm8k,72.0000,4.9683,3,72.93,-0.9300" in csv_text
@@ -82,16 +106,10 @@ def test_code_cells_whose_code_ran_guard_only_are_marked(tmp_path):
 def test_sweep_rows_match_on_config_keys(tmp_path):
     """Table 4's rows are one sweep told apart by `clip.beta`: each row averages only its
     own beta's runs and sits beside the paper's value for that beta."""
-    for seed, (low, high) in enumerate([(10.0, 30.0), (12.0, 32.0)]):
-        fake_run(tmp_path, "aggc", "aggc", seed, {"math": low}, beta=0.1)
-        fake_run(tmp_path, "aggc", "aggc", seed, {"math": high}, beta=0.9)
-    proc = subprocess.run(
-        [sys.executable, "-m", "aggc.tables", f"runs_root={tmp_path}", f"out_dir={tmp_path / 'out'}",
-         f"paper_dir={ROOT / 'results' / 'paper'}", "table=table4"],
-        capture_output=True, text=True, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    rows = {line.split("|")[2].strip(): line for line in (tmp_path / "out" / "table4.md").read_text().splitlines()
+    scores = {("0.1", 0): 10.0, ("0.1", 1): 12.0, ("0.9", 0): 30.0, ("0.9", 1): 32.0}
+    synthetic_runs(tmp_path, "table4", lambda c: {"math": scores[(dict(c.match)["clip.beta"], c.seed)]}
+                   if (dict(c.match)["clip.beta"], c.seed) in scores else {})
+    rows = {line.split("|")[2].strip(): line for line in tables_cli(tmp_path, "table4").splitlines()
             if line.startswith("| ") and "β" in line}
     assert "| 11.00 ± 12.71 (n=2) | 20.76 | -9.76 |" in rows["β = 0.1"]
     assert "| 31.00 ± 12.71 (n=2) | 21.22 | +9.78 |" in rows["β = 0.9"]
@@ -106,7 +124,7 @@ def test_group_norm_figure_from_metrics(tmp_path):
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     spec = yaml.safe_load((ROOT / "conf" / "table" / "demo.yaml").read_text())
     spec["models"] = ["mistral_7b"]
-    paths = write(spec, tmp_path, ROOT / "results" / "paper", tmp_path / "out")
+    paths = render(spec, collect(tmp_path), ROOT / "results" / "paper", tmp_path / "out")
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -141,27 +159,13 @@ def test_sweep_figure_panels_put_each_row_at_its_swept_value():
 
 
 
-def render(tmp_path, table: str) -> str:
-    """`python -m aggc.tables table=<table>` over tmp_path's runs: the Markdown table."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "aggc.tables", f"runs_root={tmp_path}", f"out_dir={tmp_path / 'out'}",
-         f"paper_dir={ROOT / 'results' / 'paper'}", f"table={table}"],
-        capture_output=True, text=True, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return (tmp_path / "out" / f"{table}.md").read_text()
-
-
 def test_table3_rows_are_told_apart_by_the_schedule_kind(tmp_path):
     """Static and time-varying multipliers are one strategy, told apart by
     `clip.schedule.kind`; each sits beside the paper's × / ✓ row."""
-    for seed, (static, scheduled) in enumerate([(70.0, 72.0), (71.0, 74.0)]):
-        for kind, score in (("none", static), ("linear", scheduled)):
-            run = fake_run(tmp_path / kind, "aggc", "aggc", seed, {"gsm8k": score})
-            config = yaml.safe_load((run / "config.yaml").read_text())
-            config["clip"]["schedule"] = {"kind": kind}
-            (run / "config.yaml").write_text(yaml.safe_dump(config))
-    table = render(tmp_path, "table3")
+    scores = {("none", 0): 70.0, ("none", 1): 71.0, ("linear", 0): 72.0, ("linear", 1): 74.0}
+    synthetic_runs(tmp_path, "table3", lambda c: {"gsm8k": scores[(dict(c.match)["clip.schedule.kind"], c.seed)]}
+                   if c.model == "mistral_7b" and c.seed < 2 else {})
+    table = tables_cli(tmp_path, "table3")
     assert "| mistral_7b | static (×) | 70.50 ± 6.35 (n=2) | 71.39 | -0.89 |" in table
     assert "|  | time-varying (✓) | 73.00 ± 12.71 (n=2) | 72.93 | +0.07 |" in table
 
@@ -169,18 +173,14 @@ def test_table3_rows_are_told_apart_by_the_schedule_kind(tmp_path):
 def test_table8_reads_peak_gpu_memory_from_the_manifests(tmp_path):
     """Table 8: a finished run's manifest peak (MiB) is its memory in GiB, beside the
     paper's GB; an unfinished run's manifest does not count."""
-    for seed, mib in enumerate([44 * 1024, 46 * 1024]):
-        run = tmp_path / f"grpo{seed}"
-        run.mkdir()
-        config = {"model": {"name": "qwen25_3b_instruct"}, "data": {"name": "gsm8k_train"}, "strategy": {"name": "grpo"},
-                  "clip": {"name": "global"}, "seed": seed}
-        (run / "config.yaml").write_text(yaml.safe_dump(config))
-        (run / "manifest.json").write_text(json.dumps({"peak_gpu_memory_mb": mib}))
-        (run / "COMPLETED").write_text("{}")
-    unfinished = tmp_path / "grpo9"
-    shutil.copytree(tmp_path / "grpo0", unfinished)
-    (unfinished / "COMPLETED").unlink()
-    (unfinished / "manifest.json").write_text(json.dumps({"peak_gpu_memory_mb": 1.0}))
-    table = render(tmp_path, "table8")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg, spec, dirs, _ = table_plan("table8", tmp_path)
+        grpo = {c.seed: (c, run) for c, run in dirs.items() if (c.model, c.strategy) == ("qwen25_3b_instruct", "grpo")}
+        for seed, mib in ((0, 44 * 1024), (1, 46 * 1024)):
+            completed_run(grpo[seed][1], train_config(cfg, spec, grpo[seed][0]), peak_gpu_memory_mb=mib)
+        unfinished = grpo[2][1]
+        completed_run(unfinished, train_config(cfg, spec, grpo[2][0]), peak_gpu_memory_mb=1.0)
+        (unfinished / "COMPLETED").unlink()
+    table = tables_cli(tmp_path, "table8")
     assert "| qwen25_3b_instruct | GRPO | 45.00 ± 12.71 (n=2) | 43.65 | +1.35 |" in table
     assert "|  | AGGC | — | 44.26 | — |" in table

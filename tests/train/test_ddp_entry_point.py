@@ -14,7 +14,7 @@ from aggc.models import load_model_and_tokenizer
 from aggc.paths import ROOT
 from aggc.train import rundir
 
-from ._helpers import SMOKE, config, train_cli
+from ._helpers import SMOKE, config, only_run, train_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 STEPS = ("train.max_steps=4", "train.save_steps=4")
@@ -33,7 +33,7 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
 
-    run = lambda root: root / "tiny_llama" / "arith" / "aggc-aggc" / "seed0"
+    run = only_run
     one, two = rundir.read_metrics(run(tmp_path / "one") / "metrics.jsonl"), rundir.read_metrics(run(tmp_path / "two") / "metrics.jsonl")
     assert rundir.read_json(run(tmp_path / "two") / "manifest.json")["world_size"] == 2
     assert [r["step"] for r in two] == [0, 1, 2, 3], "one record per step: only rank 0 writes the log"

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback, set_seed
 
+from aggc import identity
 from aggc.config import ConfigError, validate
 from aggc.evaluate.glue import evaluate_glue
 from aggc.models import load_classifier_and_tokenizer
@@ -36,7 +37,7 @@ def glue_config(tmp_path, data="glue_cola_local", *overrides):
 
 
 def run_dir(cfg) -> Path:
-    return Path(cfg.runs_root) / cfg.model.name / cfg.data.name / f"{cfg.strategy.name}-{cfg.clip.name}" / f"seed{cfg.seed}"
+    return identity.run_dir(cfg)
 
 
 def initial_weights(cfg) -> dict[str, torch.Tensor]:
@@ -56,14 +57,17 @@ def test_lora_with_aggc_clips_query_key_value_groups(tmp_path):
     assert (run / "COMPLETED").exists()
     records = rundir.read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in records] == [0, 1, 2]
+    groups = QKV | {"head:classifier"}  # the trained head (pooler + classifier) is clipped in a group of its own
     for r in records:
-        assert set(r["norms"]) == QKV and all(r["norms"][g] > 0 for g in QKV)
-        for g in QKV:
+        assert set(r["norms"]) == groups and all(r["norms"][g] > 0 for g in groups)
+        for g in groups:
             assert r["post_norms"][g] == pytest.approx(r["norms"][g] * r["factors"][g], rel=1e-6)
     assert any(f != 1.0 for r in records[1:] for f in r["factors"].values()), "AGGC's cap must act after step 0"
-    state = torch.load(run / "checkpoints" / "checkpoint-3" / "clipper.pt", weights_only=False)
-    assert state["step"] == 3 and all("lora_" in n for n in state["param_names"])
-    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in state["param_names"]} == QKV
+    state = torch.load(run / "checkpoints" / "checkpoint-3" / "clipper.pt", weights_only=True)
+    adapters = [n for n in state["param_names"] if "lora_" in n]
+    assert state["step"] == 3 and {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in adapters} == QKV
+    assert {n for n in state["param_names"] if n not in adapters} == {
+        n for n in state["param_names"] if "modules_to_save" in n} and len(adapters) < len(state["param_names"])
 
     final = load_file(run / "final" / "model.safetensors")
     assert not any("lora" in k or "modules_to_save" in k for k in final)
@@ -130,13 +134,13 @@ def test_select_best_epoch_resumes_after_a_crash_to_the_same_selection(tmp_path,
             if state.global_step == 15:
                 raise RuntimeError("crash after checkpoint-15")
 
-    class CrashingTrainer(glue.Trainer):
+    class CrashingTrainer(glue.GLUETrainer):
         def __init__(self, *args, callbacks, **kwargs):
             super().__init__(*args, callbacks=[*callbacks, Crash()], **kwargs)  # after the clip callback's save
 
     cfg = glue_config(tmp_path / "crashed", "glue_stsb_local", *overrides)
     with monkeypatch.context() as patch:
-        patch.setattr(glue, "Trainer", CrashingTrainer)
+        patch.setattr(glue, "GLUETrainer", CrashingTrainer)
         with pytest.raises(RuntimeError, match="crash after checkpoint-15"):
             glue.run(cfg, run_dir(cfg))
     assert not (run_dir(cfg) / "COMPLETED").exists()
@@ -166,10 +170,15 @@ def test_bitfit_refuses_a_model_without_biases():
         bitfit(torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False)))
 
 
+def predecessor_dir(cfg, data: str) -> Path:
+    """Where a run of `data` with this run's choices lives (the cell id is any)."""
+    return Path(cfg.runs_root) / cfg.model.name / data / f"{cfg.strategy.name}-{cfg.clip.name}-0123456789" / f"seed{cfg.seed}"
+
+
 def fake_predecessor(cfg, data: str) -> dict[str, torch.Tensor]:
     """A COMPLETED run of `data` (same model/strategy/clip/seed) whose final weights are the
     base's with a marked backbone tensor and head: what init_from must and must not take."""
-    pred = Path(cfg.runs_root) / cfg.model.name / data / f"{cfg.strategy.name}-{cfg.clip.name}" / f"seed{cfg.seed}"
+    pred = predecessor_dir(cfg, data)
     weights = initial_weights(cfg)
     weights["deberta.encoder.layer.0.attention.output.dense.weight"] += 0.5
     weights["classifier.weight"] += 3.0
@@ -199,18 +208,18 @@ def test_init_from_starts_the_backbone_from_the_predecessor_run(tmp_path):
     assert (final["classifier.weight"] - start["classifier.weight"]).abs().max() < 0.5
     assert (final["classifier.weight"] - marked["classifier.weight"]).abs().min() > 2.0
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["init_from"] == str(Path(cfg.runs_root) / "tiny_deberta" / "glue_sst2_local" / "lora-global" / "seed0")
+    assert manifest["init_from"] == str(predecessor_dir(cfg, "glue_sst2_local"))
 
 
 def test_init_from_without_a_completed_predecessor_fails_before_training(tmp_path):
     cfg = glue_config(tmp_path, "glue_rte_local", "strategy=aggc")
-    with pytest.raises(ConfigError, match=r"data.init_from=glue_sst2_local: .*glue_sst2_local/aggc-aggc/seed0, which is "
-                                          r"not COMPLETED. Train it first: python -m aggc.train model=tiny_deberta "
-                                          r"data=glue_sst2_local strategy=aggc clip=aggc seed=0"):
+    with pytest.raises(ConfigError, match=r"data.init_from=glue_sst2_local: this run starts from the COMPLETED "
+                                          r"glue_sst2_local run .* and there is none. Train it first: python -m aggc.train "
+                                          r"model=tiny_deberta data=glue_sst2_local strategy=aggc clip=aggc seed=0"):
         glue.run(cfg, run_dir(cfg))
     assert not run_dir(cfg).exists(), "nothing may be written before the check"
-    (Path(tmp_path) / "tiny_deberta" / "glue_sst2_local" / "aggc-aggc" / "seed0" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(ConfigError, match="not COMPLETED"):  # interrupted, not finished
+    (predecessor_dir(cfg, "glue_sst2_local") / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="there is none"):  # interrupted, not finished
         glue.run(cfg, run_dir(cfg))
 
 

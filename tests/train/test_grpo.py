@@ -23,7 +23,7 @@ from aggc.train import grpo, rundir
 from aggc.train.callback import ClipCallback
 from transformers import TrainingArguments
 
-from ._helpers import config
+from ._helpers import config, only_run
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 GROUPS = {"embed", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "norm"}
@@ -150,7 +150,7 @@ def test_tiny_table5_trains_evaluates_and_draws_the_curves(tiny_table5):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy, clip", [("grpo", "global"), ("grpo_aggc", "aggc_grpo")])
 def test_grpo_run_logs_reward_kl_and_pg_loss_per_step(tiny_table5, strategy, clip):
-    run = tiny_table5 / "runs" / "tiny_llama" / "arith" / f"{strategy}-{clip}" / "seed0"
+    run = only_run(tiny_table5 / "runs", strategy=strategy, clip=clip)
     assert (run / "COMPLETED").exists() and (run / "final" / "model.safetensors").exists()
     assert "trainer: grpo" in (run / "config.yaml").read_text()
     metrics = rundir.read_metrics(run / "metrics.jsonl")
@@ -224,7 +224,7 @@ def tiny_config(strategy: str, clip: str, *extra: str):
 def test_an_interrupted_run_resumes_to_the_same_weights(tiny_table5, tmp_path, one_thread):
     """A run killed after checkpoint-2 and started again resumes there (clipper state, RNG,
     data position) and ends with the weights of the run never interrupted."""
-    straight = tiny_table5 / "runs" / "tiny_llama" / "arith" / "grpo_aggc-aggc_grpo" / "seed0"
+    straight = only_run(tiny_table5 / "runs", strategy="grpo_aggc", clip="aggc_grpo")
     killed = tmp_path / "killed"
     shutil.copytree(straight, killed)
     (killed / "COMPLETED").unlink()
@@ -290,13 +290,14 @@ def test_table8_reports_the_peak_memory_of_the_table5_runs(tiny_table5):
     manifest peak (RSS on CPU), in GiB."""
     out = tiny_table5 / "out8"
     proc = subprocess.run(
-        [sys.executable, "-m", "aggc.grid", "table=table8", "tiny=true", f"runs_root={tiny_table5 / 'runs'}", f"out_dir={out}"],
+        [sys.executable, "-m", "aggc.grid", "table=table8", "tiny=true", f"runs_root={tiny_table5 / 'runs'}", f"out_dir={out}",
+         f"train_args='{' '.join(TINY_TRAIN)}'"],  # table5's runs: the same configs
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "to do: 0 of 2 training cells" in proc.stdout
     rows = {r["strategy"]: r for r in csv.DictReader((out / "table8.csv").open())}
-    for label, run in (("GRPO", "grpo-global"), ("AGGC", "grpo_aggc-aggc_grpo")):
-        manifest = json.loads((tiny_table5 / "runs" / "tiny_llama" / "arith" / run / "seed0" / "manifest.json").read_text())
+    for label, (strategy, clip) in (("GRPO", ("grpo", "global")), ("AGGC", ("grpo_aggc", "aggc_grpo"))):
+        manifest = json.loads((only_run(tiny_table5 / "runs", strategy=strategy, clip=clip) / "manifest.json").read_text())
         assert rows[label]["benchmark"] == "peak_rss_gb" and rows[label]["n"] == "1"
         assert float(rows[label]["mean"]) == pytest.approx(manifest["peak_rss_mb"] / 1024, abs=1e-4)

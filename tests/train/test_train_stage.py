@@ -6,21 +6,23 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from safetensors.torch import load_file
 
 from aggc.config import clip_config
+from aggc.identity import run_dir
 from aggc.replay import read_norms, replay
 from aggc.train import rundir, sft
 
-from ._helpers import config, train_cli
+from ._helpers import config, only_run, train_cli
 
 pytestmark = pytest.mark.slow
 MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
 def run_dir_of(root, strategy="aggc", clip="aggc", seed=0):
-    return root / "tiny_llama" / "arith" / f"{strategy}-{clip}" / f"seed{seed}"
+    return only_run(root, strategy=strategy, clip=clip, seed=seed)
 
 
 def test_cli_run_directory_has_everything(tmp_path):
@@ -50,7 +52,7 @@ def test_cli_run_directory_has_everything(tmp_path):
             assert again["groups"][g]["scale"] == pytest.approx(r["factors"][g], rel=1e-9)
 
     for step in (3, 6):
-        state = torch.load(run / "checkpoints" / f"checkpoint-{step}" / "clipper.pt", weights_only=False)
+        state = torch.load(run / "checkpoints" / f"checkpoint-{step}" / "clipper.pt", weights_only=True)
         assert state["step"] == step and state["total_steps"] == 6 and state["ema"].shape == (7,)
 
     merged = load_file(run / "final" / "model.safetensors")
@@ -62,25 +64,33 @@ def test_cli_run_directory_has_everything(tmp_path):
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
-    """SIGKILL mid-run, start the same command again: it resumes from the last whole
-    checkpoint and ends with the same weights, clipper state and log as a run never killed."""
+    """SIGKILL mid-run, then the newest whole checkpoint truncated (a disk filled while it
+    was copied): the same command again passes over it with a warning, resumes from the one
+    before, and ends with the same weights, clipper state and log as a run never killed."""
     overrides = ("train.max_steps=12", "train.save_steps=3", "train.save_total_limit=10")
     train_cli(tmp_path / "straight", *overrides)
 
     proc = train_cli(tmp_path / "killed", *overrides, wait=False)
-    run = run_dir_of(tmp_path / "killed")
+    run = run_dir(config(*overrides, f"runs_root={tmp_path / 'killed'}"))
     deadline = time.time() + 300
-    while not (run / "checkpoints" / "checkpoint-6" / "clipper.pt").exists():
+    while not rundir.is_whole(run / "checkpoints" / "checkpoint-6"):
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         assert time.time() < deadline
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "COMPLETED").exists(), "the kill must land before the run ends"
+    newest = rundir.last_checkpoint(run / "checkpoints")
+    weights = newest / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    previous = rundir.last_checkpoint(run / "checkpoints")
+    assert rundir.checkpoint_step(previous) < rundir.checkpoint_step(newest)
 
-    train_cli(tmp_path / "killed", *overrides)
+    resumed = train_cli(tmp_path / "killed", *overrides)
+    assert f"{newest} is not a whole checkpoint" in resumed.stdout + resumed.stderr
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["resumed_from"], "the second start must resume, not restart"
+    assert manifest["resumed_from"] == [previous.name], "the second start resumes from the last whole checkpoint"
+    assert len(manifest["starts"]) == 2 and json.loads((run / "COMPLETED").read_text())["processes"] == 2
 
     straight = run_dir_of(tmp_path / "straight")
     a = load_file(straight / "final" / "model.safetensors")
@@ -88,8 +98,8 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    sa = torch.load(straight / "checkpoints" / "checkpoint-12" / "clipper.pt", weights_only=False)
-    sb = torch.load(run / "checkpoints" / "checkpoint-12" / "clipper.pt", weights_only=False)
+    sa = torch.load(straight / "checkpoints" / "checkpoint-12" / "clipper.pt", weights_only=True)
+    sb = torch.load(run / "checkpoints" / "checkpoint-12" / "clipper.pt", weights_only=True)
     assert sa["step"] == sb["step"] == 12 and torch.equal(sa["ema"], sb["ema"])
     ma, mb = rundir.read_metrics(straight / "metrics.jsonl"), rundir.read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in mb] == list(range(12))
@@ -111,7 +121,7 @@ def test_strategies_train_and_log_their_groups(tmp_path, overrides, groups, adap
     sft.run(cfg, tmp_path)
     records = rundir.read_metrics(tmp_path / "metrics.jsonl")
     assert len(records) == 2 and set(records[0]["norms"]) == groups
-    state = torch.load(tmp_path / "checkpoints" / "checkpoint-2" / "clipper.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoints" / "checkpoint-2" / "clipper.pt", weights_only=True)
     assert all(("lora_" in n) == adapter_only for n in state["param_names"])
     if "strategy=dora" in overrides:
         assert any("lora_magnitude_vector" in n for n in state["param_names"])
@@ -135,11 +145,16 @@ def test_base_strategy_keeps_the_model_as_it_comes(tmp_path):
 
 
 def test_cli_sweep_gives_each_job_its_run_directory(tmp_path):
-    """`-m clip.beta=0.5,0.9` is a Hydra multirun: one run directory per job, named from
-    its overrides, each holding its own resolved config."""
-    train_cli(tmp_path, "-m", "strategy=aggc", "clip.beta=0.5,0.9", "train.max_steps=2", "train.save_steps=2")
-    sweep = tmp_path / "multirun" / "tiny_llama" / "arith"
-    for beta in (0.5, 0.9):
-        run = sweep / f"clip.beta={beta}__data=arith__experiment=smoke__model=tiny_llama__strategy=aggc__train.max_steps=2__train.save_steps=2"
+    """`-m clip.beta=0.5,0.9` is a Hydra multirun: each job lands in its own config's run
+    directory, the one a single command with that value reaches (and finds COMPLETED)."""
+    steps = ("train.max_steps=2", "train.save_steps=2")
+    train_cli(tmp_path, "-m", "strategy=aggc", "clip.beta=0.5,0.9", *steps)
+    runs = rundir.find_runs(tmp_path, "tiny_llama", "arith", "aggc", "aggc", 0)
+    assert len(runs) == 2
+    for run in runs:
         assert (run / "COMPLETED").exists()
-        assert f"beta: {beta}" in (run / "config.yaml").read_text()
+    betas = {run: yaml.safe_load((run / "config.yaml").read_text())["clip"]["beta"] for run in runs}
+    assert sorted(betas.values()) == [0.5, 0.9]
+    again = train_cli(tmp_path, "strategy=aggc", "clip.beta=0.9", *steps)
+    assert "COMPLETED" in again.stdout + again.stderr
+    assert len(rundir.find_runs(tmp_path, "tiny_llama", "arith", "aggc", "aggc", 0)) == 2

@@ -18,8 +18,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import ConfigError
+from ..identity import digest, portable
 from ..paths import ROOT
-from ..train.rundir import atomic_write_text, package_versions
+from ..train.rundir import acquire, atomic_write_text, git_state, is_completed, model_fingerprint, package_versions
 from .scorers import gsm8k_reference_correct
 
 EVALUATION_DIR = ROOT / "evaluation"
@@ -97,30 +98,68 @@ def load_backend(cfg: DictConfig, final: Path):
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
 
 
+def eval_settings(cfg: DictConfig, run: Path) -> dict:
+    """Everything of the evaluation config that can change a score (`eval.limit` included);
+    `chat_template: null` resolved as `evaluate` resolves it, from the run's config."""
+    chat_template = cfg.chat_template
+    if chat_template is None and (run / "config.yaml").exists():
+        chat_template = bool(OmegaConf.load(run / "config.yaml").model.get("chat_template", False))
+    return portable({"eval": OmegaConf.to_container(cfg.eval, resolve=True), "max_gen_toks": cfg.max_gen_toks,
+                     "chat_template": chat_template, "backend": cfg.backend, "seed": cfg.seed})
+
+
+def is_fresh(result_path: Path, run: Path, settings: dict) -> bool:
+    """Whether a result scored the run's current model with these settings."""
+    if not (result_path.exists() and is_completed(run)):
+        return False
+    result = json.loads(result_path.read_text())
+    return result.get("model_fingerprint") == model_fingerprint(run) and result.get("eval_id") == digest(settings)
+
+
 def evaluate(cfg: DictConfig) -> Path:
-    """Evaluate `cfg.run`'s final model on `cfg.eval`; returns the result file."""
+    """Evaluate `cfg.run`'s final model on `cfg.eval`; returns the result file. Holds the
+    run's lock (no training or other evaluation of it meanwhile). A result that scored
+    another model (the run was retrained) or other settings (`eval.limit`, ...) is redone."""
     run, final = check_inputs(cfg)
-    if cfg.chat_template is None:  # as the model was trained
-        cfg.chat_template = bool(OmegaConf.load(run / "config.yaml").model.get("chat_template", False))
+    if not is_completed(run):
+        raise FileNotFoundError(f"run={run}: not COMPLETED; evaluate a finished run")
+    lock = acquire(run)
+    try:
+        return _evaluate(cfg, run, final)
+    finally:
+        lock.release()
+
+
+def _evaluate(cfg: DictConfig, run: Path, final: Path) -> Path:
+    settings = eval_settings(cfg, run)
+    cfg.chat_template = settings["chat_template"]
     out_dir = run / "eval"
     path = out_dir / f"{cfg.eval.name}.json"
-    if path.exists() and not cfg.force:
+    if is_fresh(path, run, settings) and not cfg.force:
         return path  # done before; `force=true` evaluates again (generations come from the cache)
+    if path.exists() and not cfg.force:
+        print(f"{path}: scored another model or other settings; evaluating again", flush=True)
     out_dir.mkdir(exist_ok=True)
+    fingerprint = model_fingerprint(run)
+    cache_name = f"{cfg.eval.name}-{fingerprint}"  # generation caches are per model: a retrained one gets no old answers
     started = time.time()
     if cfg.eval.kind == "mt_bench":
         from . import mt_bench
 
-        result = mt_bench.evaluate_mt_bench(cfg, final, out_dir)
+        result = mt_bench.evaluate_mt_bench(cfg, final, out_dir, cache_name)
     elif cfg.eval.kind == "glue":
         from . import glue
 
         result = glue.evaluate_glue(cfg, run, final)
     else:
-        result = evaluate_lm_eval(cfg, final, out_dir)
+        result = evaluate_lm_eval(cfg, final, out_dir, cache_name)
     record = {
         "benchmark": cfg.eval.name,
         **result,
+        "model_fingerprint": fingerprint,
+        "eval_id": digest(settings),
+        "eval_settings": settings,
+        **git_state(),
         "chat_template": bool(cfg.chat_template),
         "backend": cfg.backend,
         "seed": cfg.seed,
@@ -131,7 +170,7 @@ def evaluate(cfg: DictConfig) -> Path:
     return path
 
 
-def evaluate_lm_eval(cfg: DictConfig, final: Path, out_dir: Path) -> dict:
+def evaluate_lm_eval(cfg: DictConfig, final: Path, out_dir: Path, cache_name: str | None = None) -> dict:
     """A generation benchmark through lm-eval; every scorer the eval config names, in percent."""
     data = data_file(cfg, out_dir)
     task = task_config(cfg, data)
@@ -142,7 +181,7 @@ def evaluate_lm_eval(cfg: DictConfig, final: Path, out_dir: Path) -> dict:
     lm = load_backend(cfg, final)
     results = lm_eval.simple_evaluate(
         model=lm, tasks=[task], task_manager=TaskManager(include_defaults=False), log_samples=True, limit=cfg.eval.limit,
-        use_cache=str(out_dir / "cache" / cfg.eval.name), apply_chat_template=cfg.chat_template,
+        use_cache=str(out_dir / "cache" / (cache_name or cfg.eval.name)), apply_chat_template=cfg.chat_template,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
     )
     name = task["task"]

@@ -400,11 +400,12 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def evaluate_mt_bench(cfg: DictConfig, final: Path, out_dir: Path) -> dict:
-    """Answer, judge and score MT-Bench with `final`; caches under `out_dir/cache/<name>/`."""
+def evaluate_mt_bench(cfg: DictConfig, final: Path, out_dir: Path, cache_name: str | None = None) -> dict:
+    """Answer, judge and score MT-Bench with `final`; caches under `out_dir/cache/<cache_name>/`
+    (the evaluation stage names it by benchmark and model fingerprint)."""
     check_inputs(cfg)
     questions, prompts, refs = load_inputs(cfg)
-    cache = Path(out_dir) / "cache" / cfg.eval.name
+    cache = Path(out_dir) / "cache" / (cache_name or cfg.eval.name)
     answers, generation = generate_answers(cfg, Path(final), questions, cache / "answers.jsonl")
     judged = judge_answers(cfg, questions, answers, prompts, refs, cache / "judgments.jsonl")
 

@@ -1,11 +1,15 @@
 """The tabulate stage: run directories in, the paper's tables out (Markdown, LaTeX, CSV).
 
-Reads only files the earlier stages wrote: each run's `config.yaml` (model, strategy,
-clip, seed; a sweep's row also matches on config keys such as `clip.beta`) and its
-`eval/<benchmark>.json` (`score`; for code benchmarks `isolation`). Scores of one cell are
-aggregated over seeds as mean ± 95% CI (Student t, n shown); the paper's value and the
-difference stand beside each. A cell without results renders as "—", never as 0; a cell
-with a code result whose generated code ran without the bwrap sandbox is marked "†".
+Reads only files the earlier stages wrote: each run's `config.yaml`, `manifest.json` and
+`eval/<benchmark>.json` (`score`; for code benchmarks `isolation`). A table cell is the
+runs of one configuration (its cell id, `aggc.identity`: the row's strategy, clip and
+match keys, the model, training set and the table's recipe), one per seed: a cell never
+takes another table's sweep runs, and two tables that need the same configuration share
+its runs. Scores of one cell are aggregated over seeds as mean ± 95% CI (Student t, n
+shown); the paper's value and the difference stand beside each. A cell without results
+renders as "—", never as 0; a cell with a code result whose generated code ran without the
+bwrap sandbox is marked "†"; a cell whose runs were trained by several commits, or by
+uncommitted code, is marked "‡".
 """
 
 from __future__ import annotations
@@ -14,18 +18,21 @@ import csv
 import json
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 from scipy import stats
 
+from ..identity import cell_id
 from .figures import group_norm_figure, grpo_figure, sweep_figure
 
 MISSING = "—"
 GUARD_ONLY = "guard-only"  # aggc.evaluate.sandbox.GUARD_ONLY (not imported: that package loads torch)
 GUARD_MARK = "†"
 GUARD_NOTE = "the generated code ran without the bwrap sandbox (guard-only; README, Security)."
+MIXED_MARK = "‡"
+MIXED_NOTE = "its runs were trained by more than one commit, or by uncommitted code (their manifests' starts)."
 PAPER_ONLY = "paper only"  # a row the paper reports and this harness does not train (Table 2's HAdapter, PAdapter)
 # Memory "benchmarks" read from a run's manifest (MiB there, GiB here): peak GPU memory
 # allocated by torch, and the training process's peak RSS (what a CPU run can report).
@@ -38,12 +45,21 @@ class Summary:
     ci95: float | None  # half-width; None with one seed
     n: int
     guard_only: bool = False  # some of its code ran under the sandbox's guard-only fallback
+    mixed: bool = False  # its runs come from several commits, or from uncommitted code
 
     def text(self) -> str:
-        mark = GUARD_MARK if self.guard_only else ""
+        mark = (GUARD_MARK if self.guard_only else "") + (MIXED_MARK if self.mixed else "")
         if self.ci95 is None:
             return f"{self.mean:.2f} (n=1){mark}"
         return f"{self.mean:.2f} ± {self.ci95:.2f} (n={self.n}){mark}"
+
+
+def summarize_records(matched: list[dict]) -> Summary:
+    """The summary of one cell's records, with its marks."""
+    commits = {c for r in matched for c in r.get("commits", ())}
+    mixed = len(commits) > 1 or any(r.get("dirty") for r in matched)
+    return replace(summarize([r["score"] for r in matched], any(r.get("isolation") == GUARD_ONLY for r in matched)),
+                   mixed=mixed)
 
 
 def summarize(values: list[float], guard_only: bool = False) -> Summary:
@@ -66,12 +82,14 @@ def collect(runs_root: Path) -> list[dict]:
         cfg = yaml.safe_load(config_path.read_text())
         results = {result.stem: json.loads(result.read_text()) for result in sorted(run.glob("eval/*.json"))}
         scores = {bench: float(result["score"]) for bench, result in results.items()}
-        if (run / "COMPLETED").exists() and (run / "manifest.json").exists():
-            manifest = json.loads((run / "manifest.json").read_text())
+        manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
+        if (run / "COMPLETED").exists():
             scores.update({bench: manifest[key] / 1024 for bench, key in MEMORY.items() if key in manifest})
+        starts = manifest.get("starts", [])
         records += [{"model": cfg["model"]["name"], "strategy": cfg["strategy"]["name"], "clip": cfg["clip"]["name"],
                      "seed": cfg["seed"], "benchmark": bench, "score": score, "run": str(run), "config": cfg,
-                     "isolation": results.get(bench, {}).get("isolation")}
+                     "cell_id": cell_id(cfg), "isolation": results.get(bench, {}).get("isolation"),
+                     "commits": {s["git_commit"] for s in starts}, "dirty": any(s["git_dirty"] for s in starts)}
                     for bench, score in scores.items()]
     return records
 
@@ -91,6 +109,8 @@ def _same(a, b) -> bool:
 
 
 def row_matches(record: dict, model: str, row: dict) -> bool:
+    """Whether a record is a run of this row's model, strategy, clip and match keys. Within
+    a table's own cells (`write`'s `cell_ids`) this is the row's cell on each training set."""
     return (record["model"] == model and record["strategy"] == row["strategy"] and record["clip"] == row["clip"]
             and all(_same(config_value(record["config"], k), v) for k, v in row.get("match", {}).items()))
 
@@ -129,8 +149,7 @@ def build(spec: dict, records: list[dict], paper: list[dict]) -> list[dict]:
                     ours = mean_over(records, model, row, col["mean_of"])
                 else:
                     matched = [r for r in records if row_matches(r, model, row) and r["benchmark"] == bench]
-                    guard_only = any(r.get("isolation") == GUARD_ONLY for r in matched)
-                    ours = summarize([r["score"] for r in matched], guard_only) if matched else None
+                    ours = summarize_records(matched) if matched else None
                 # `paper`: the paper file's column, where its name differs from the benchmark's
                 cells[bench] = (ours, paper_value(paper, model, row, col.get("paper", bench)))
             rows.append({"model": model, "label": row["label"], "cells": cells, "paper_only": bool(row.get("paper_only"))})
@@ -174,13 +193,15 @@ def markdown(spec: dict, rows: list[dict]) -> str:
               "95% CI: Student t over seeds; n = seeds."]
     if any(row.get("paper_only") for row in rows):
         lines[-1] += f" {PAPER_ONLY}: a method this harness does not implement; the paper's number alone."
-    if _any_guard_only(rows):
+    if _any(rows, "guard_only"):
         lines[-1] += f" {GUARD_MARK}: {GUARD_NOTE}"
+    if _any(rows, "mixed"):
+        lines[-1] += f" {MIXED_MARK}: {MIXED_NOTE}"
     return "\n".join(lines) + "\n"
 
 
-def _any_guard_only(rows: list[dict]) -> bool:
-    return any(ours is not None and ours.guard_only for row in rows for ours, _ in row["cells"].values())
+def _any(rows: list[dict], mark: str) -> bool:
+    return any(ours is not None and getattr(ours, mark) for row in rows for ours, _ in row["cells"].values())
 
 
 def latex(spec: dict, rows: list[dict]) -> str:
@@ -202,11 +223,15 @@ def latex(spec: dict, rows: list[dict]) -> str:
             cells.append(rf"${ours.mean:.2f} \pm {ours.ci95:.2f}$" if ours and ours.ci95 is not None else (f"{ours.mean:.2f}" if ours else _ours(row, ours)))
             if ours and ours.guard_only:
                 cells[-1] += r"$^\dagger$"
+            if ours and ours.mixed:
+                cells[-1] += r"$^\ddagger$"
             cells.append(f"{theirs:g}" if theirs is not None else MISSING)
         out.append(" & ".join([model, esc(row["label"]), *cells]) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
-    if _any_guard_only(rows):
+    if _any(rows, "guard_only"):
         out.append(r"% $^\dagger$: " + GUARD_NOTE)
+    if _any(rows, "mixed"):
+        out.append(r"% $^\ddagger$: " + MIXED_NOTE)
     return "\n".join(out) + "\n"
 
 
@@ -222,9 +247,31 @@ def csv_rows(spec: dict, rows: list[dict]) -> list[list]:
     return table
 
 
-def write(spec: dict, runs_root: Path, paper_dir: Path, out_dir: Path) -> dict[str, Path]:
+def write(spec: dict, runs_root: Path, paper_dir: Path, out_dir: Path, cell_ids: set[str], evals: dict) -> dict[str, Path]:
+    """The table of `spec` from `runs_root` (`select`, then `render`)."""
+    return render(spec, select(spec, runs_root, cell_ids, evals), paper_dir, out_dir)
+
+
+def select(spec: dict, runs_root: Path, cell_ids: set[str], evals: dict) -> list[dict]:
+    """The records a table is made of: the runs of its own cells (`cell_ids`) and the
+    results that scored their current models under the table's evaluation configs (`evals`,
+    per benchmark): `aggc.grid.table_cells`. Stale results are left out and counted."""
+    from ..evaluate import eval_settings, is_fresh
+
     # `where`: config values every run of the table must have (e.g. Table 8: the GSM8K runs).
-    records = [r for r in collect(runs_root) if all(_same(config_value(r["config"], k), v) for k, v in spec.get("where", {}).items())]
+    mine = [r for r in collect(runs_root) if r["cell_id"] in cell_ids
+            and all(_same(config_value(r["config"], k), v) for k, v in spec.get("where", {}).items())]
+    records = [r for r in mine if r["benchmark"] in MEMORY or (
+        r["benchmark"] in evals and is_fresh(Path(r["run"]) / "eval" / f"{r['benchmark']}.json", Path(r["run"]),
+                                             eval_settings(evals[r["benchmark"]], Path(r["run"]))))]
+    if len(records) < len(mine):
+        print(f"{spec['name']}: left out {len(mine) - len(records)} results that scored another model (retrained since) or "
+              "under other evaluation settings (e.g. eval.limit); the grid evaluates them again", flush=True)
+    return records
+
+
+def render(spec: dict, records: list[dict], paper_dir: Path, out_dir: Path) -> dict[str, Path]:
+    """Markdown, LaTeX, CSV (and the table's figure) from `records`."""
     rows = build(spec, records, read_paper(paper_dir / spec["paper_values"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{spec['name']}.{ext}" for ext in ("md", "tex", "csv")}

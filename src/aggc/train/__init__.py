@@ -6,9 +6,17 @@ from omegaconf import DictConfig
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Path:
-    """Train one cell: SFT (Full FT / LoRA / DoRA / AGGC) by default, GRPO when
-    `strategy.trainer=grpo`, GLUE sequence classification when `model.task=seq_cls`.
-    Imported lazily: each trainer pulls in its own libraries."""
+    """Train one cell, holding its run directory (`session.claimed`: one process at a time,
+    the stored config must be this one): SFT (Full FT / LoRA / DoRA / AGGC) by default, GRPO
+    when `strategy.trainer=grpo`, GLUE sequence classification when `model.task=seq_cls`."""
+    from .session import claimed
+
+    with claimed(cfg, run_dir):
+        return _dispatch(cfg, Path(run_dir))
+
+
+def _dispatch(cfg: DictConfig, run_dir: Path) -> Path:
+    """Imported lazily: each trainer pulls in its own libraries."""
     trainer = cfg.strategy.get("trainer", "sft")
     if cfg.model.get("task") == "seq_cls":
         if trainer != "sft":

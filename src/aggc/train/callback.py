@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -19,27 +20,13 @@ from transformers import TrainerCallback
 
 from ..clipping import ClipConfig, GradientClipper
 from ..clipping.clipper import STAT_NAMES
-from .rundir import CLIPPER_STATE, MetricsLog
+from .rundir import CLIPPER_STATE, MetricsLog, mark_whole, record_seconds
 
 log = logging.getLogger(__name__)
 
 # What TRL's GRPOTrainer logs per step (and `aggc.train.grpo` adds: pg_loss), kept in the
 # step's record when present; SFT logs none of them.
 RL_LOG_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "pg_loss", "entropy")
-
-
-class ClipperOwnsGradients:
-    """Mixin for every trainer class under the clipper (HF Trainer, TRL's GRPOTrainer).
-
-    transformers 5.23 logs `grad_norm` through `clip_grad_norm_(params, inf)` right before
-    `on_pre_optimizer_step`. With one non-finite gradient its factor inf / NaN is NaN, so
-    every gradient turns NaN before the clipper's non-finite policy can act (`zero` would
-    zero every group, and a NaN in one group would read as NaN in all). The Trainer's pass
-    is skipped; `grad_norm` in metrics.jsonl is the clipper's own pre-clip total.
-    """
-
-    def _get_grad_norm(self, model, grad_norm=None):
-        return grad_norm  # None: the Trainer's own clipping is off (max_grad_norm=0)
 
 
 class ClipCallback(TrainerCallback):
@@ -49,10 +36,12 @@ class ClipCallback(TrainerCallback):
     at train begin, so a resumed run continues bit for bit).
     """
 
-    def __init__(self, config: ClipConfig, metrics: MetricsLog | None, resume_from: Path | None = None):
+    def __init__(self, config: ClipConfig, metrics: MetricsLog | None, resume_from: Path | None = None,
+                 run_dir: Path | None = None, started: float | None = None):
         self.config = config
         self.metrics = metrics
         self.resume_from = resume_from
+        self.run_dir, self.started = run_dir, started  # rank 0: this process's training time goes to the manifest
         self.clipper: GradientClipper | None = None
         self._pending: dict | None = None
         self.skipped_steps = 0
@@ -96,6 +85,9 @@ class ClipCallback(TrainerCallback):
         tmp = checkpoint / f".{CLIPPER_STATE}.tmp"
         torch.save(self.clipper.state_dict(), tmp)
         tmp.replace(checkpoint / CLIPPER_STATE)
+        mark_whole(checkpoint)  # last: only now does the checkpoint count for a resume
+        if self.run_dir is not None:
+            record_seconds(self.run_dir, time.time() - self.started)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._flush()

@@ -28,38 +28,45 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, se
 from ..config import ConfigError, check_hardware, validate
 from ..data import glue as glue_data
 from ..evaluate.glue import predicted, score_names, scores
+from ..identity import identity
 from ..models import load_classifier_and_tokenizer
 from ..paths import CONF_DIR
 from . import rundir
-from .callback import ClipperOwnsGradients
-from .session import finish_run, open_run, trainer_arguments
+from .session import HarnessTrainer, finish_run, open_run, trainer_arguments
 from .strategy import apply_strategy, in_modules
 
 log = logging.getLogger(__name__)
 
 
-class GLUETrainer(ClipperOwnsGradients, Trainer):
-    """The HF Trainer, its gradients left to the clipper."""
-
-
-def predecessor_run(cfg: DictConfig) -> Path | None:
-    """The run this one starts from (`data.init_from`): `<runs_root>/<model>/<init_from>/
-    <strategy>-<clip>/seed<N>`, the training stage's own layout; None without init_from."""
-    source = cfg.data.get("init_from")
-    if not source:
-        return None
-    return Path(cfg.runs_root) / cfg.model.name / source / f"{cfg.strategy.name}-{cfg.clip.name}" / f"seed{cfg.seed}"
+class GLUETrainer(HarnessTrainer, Trainer):
+    """The HF Trainer with the harness's two corrections (`session.HarnessTrainer`)."""
 
 
 def check_predecessor(cfg: DictConfig) -> Path | None:
-    run = predecessor_run(cfg)
-    if run is not None and not (rundir.is_completed(run) and (run / "final").is_dir()):
-        raise ConfigError(
-            f"data.init_from={cfg.data.init_from}: this run starts from {run}, which is not COMPLETED. Train it first: "
-            f"python -m aggc.train model={cfg.model.name} data={cfg.data.init_from} strategy={cfg.strategy.name} "
-            f"clip={cfg.clip.name} seed={cfg.seed} runs_root={cfg.runs_root} (or set data.init_from=null)"
-        )
-    return run
+    """The run this one starts from (`data.init_from`): the COMPLETED run of the same model,
+    strategy, clip and seed on that task (`<runs_root>/<model>/<init_from>/<strategy>-<clip>-
+    <cell id>/seed<N>`); where several configurations of it exist, the one whose model,
+    strategy and clip settings equal this run's. None without init_from."""
+    source = cfg.data.get("init_from")
+    if not source:
+        return None
+    done = [r for r in rundir.find_runs(Path(cfg.runs_root), cfg.model.name, source, cfg.strategy.name, cfg.clip.name, cfg.seed)
+            if rundir.is_completed(r) and (r / "final").is_dir()]
+    if len(done) > 1:
+        mine = identity(cfg)
+        same = lambda run: all(identity(OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))).get(k) == mine.get(k)
+                               for k in ("model", "strategy", "clip"))
+        done = [r for r in done if same(r)]
+    if len(done) == 1:
+        return done[0]
+    train = (f"python -m aggc.train model={cfg.model.name} data={source} strategy={cfg.strategy.name} clip={cfg.clip.name} "
+             f"seed={cfg.seed} runs_root={cfg.runs_root}")
+    if not done:
+        raise ConfigError(f"data.init_from={source}: this run starts from the COMPLETED {source} run of the same model, "
+                          f"strategy, clip and seed under {cfg.runs_root}, and there is none. Train it first: {train} "
+                          "(or set data.init_from=null)")
+    raise ConfigError(f"data.init_from={source}: {len(done)} COMPLETED {source} runs could be this run's start: "
+                      f"{', '.join(map(str, done))}; keep one")
 
 
 def load_model(cfg: DictConfig, predecessor: Path | None):
@@ -173,8 +180,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     # by gradient_accumulation_steps and multiply by the world size. Its loss is a plain
     # micro-batch mean, so the clipper would see ga x world times the gradient.
     trainer.model_accepts_loss_kwargs = False
-    result = session.train(trainer)
+    session.train(trainer)
     if headline and session.main_process:
         record_selection(run_dir, trainer.state, headline[2], cfg.train.num_train_epochs)
-    finish_run(session, trainer, tokenizer, result)
+    finish_run(session, trainer, tokenizer)
     return run_dir

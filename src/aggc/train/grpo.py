@@ -31,8 +31,7 @@ from ..evaluate.scorers import gsm8k_reference_correct, math_reference_correct
 from ..models import load_model_and_tokenizer
 from ..paths import ROOT
 from . import rundir
-from .callback import ClipperOwnsGradients
-from .session import finish_run, open_run, save_final, trainer_arguments
+from .session import HarnessTrainer, finish_run, open_run, save_final, trainer_arguments
 from .strategy import apply_strategy
 
 log = logging.getLogger(__name__)
@@ -132,7 +131,7 @@ def check_grpo(cfg: DictConfig, cuda_available: bool) -> None:
                           "or set train.grpo.use_vllm=false")
 
 
-class RLVRTrainer(ClipperOwnsGradients, GRPOTrainer):
+class RLVRTrainer(HarnessTrainer, GRPOTrainer):
     """GRPOTrainer that also logs `pg_loss`: the step's objective less the KL term, i.e.
     the clipped policy-gradient loss (token mean, as verl's `actor/pg_loss`). Exact when a
     step's micro-batches hold equal numbers of completion tokens; otherwise the KL taken off
@@ -236,5 +235,6 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
         processing_class=tokenizer,
         callbacks=[session.callback, ZeroVarianceWarning(cfg.train.grpo.zero_variance_warning)],
     )
-    finish_run(session, trainer, tokenizer, session.train(trainer))
+    session.train(trainer)
+    finish_run(session, trainer, tokenizer)
     return run_dir

@@ -6,11 +6,17 @@
     <run>/checkpoints/checkpoint-N/   Trainer checkpoint + clipper.pt
     <run>/final/              the final model (adapters merged)
     <run>/COMPLETED           written last: the run is done
+    <run>.lock (beside it)    held by the one process training or evaluating the run
+
+A checkpoint counts only when its `WHOLE` marker, written last with the size of every
+file, matches what is on disk: a kill or a full disk mid-save leaves an older checkpoint
+to resume from.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import socket
@@ -20,10 +26,18 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
+
+from ..config import ConfigError
+from ..identity import ID_LENGTH, cell_id, differences, digest, identity
+
+log = logging.getLogger(__name__)
 
 COMPLETED = "COMPLETED"
 CLIPPER_STATE = "clipper.pt"
+WHOLE = "WHOLE"
+LOCK, LOCK_HOLDER = ".lock", ".lock.holder"
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "trl", "hydra-core", "lm-eval", "aggc")
 
 
@@ -39,23 +53,72 @@ def is_completed(run_dir: Path) -> bool:
 
 
 def mark_completed(run_dir: Path, summary: dict) -> None:
-    atomic_write_text(run_dir / COMPLETED, json.dumps(summary, indent=2) + "\n")
+    """COMPLETED, stamped with when and by which process: every training that finishes
+    writes another, so an evaluation can tell the model it scored (`model_fingerprint`)."""
+    stamp = {"completed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(), "pid": os.getpid(),
+             "nonce": os.urandom(8).hex()}
+    atomic_write_text(run_dir / COMPLETED, json.dumps({**summary, **stamp}, indent=2) + "\n")
+
+
+def model_fingerprint(run_dir: Path) -> str:
+    """The final model of a COMPLETED run: its cell id and seed and its completion stamp."""
+    return digest({"run": run_dir.parent.name + "/" + run_dir.name, "completed": (run_dir / COMPLETED).read_text()}, 16)
 
 
 def write_config(run_dir: Path, cfg: DictConfig) -> None:
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def git_commit() -> str | None:
+def find_runs(runs_root: Path, model: str, data: str, strategy: str, clip: str, seed: int) -> list[Path]:
+    """The run directories of every configuration with these choices (any cell id)."""
+    return sorted(Path(runs_root).glob(f"{model}/{data}/{strategy}-{clip}-{'[0-9a-f]' * ID_LENGTH}/seed{seed}"))
+
+
+def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
+    """A run directory holds one configuration: a request whose config differs from the
+    stored one (changed code defaults, a hand-made path) is neither resumed nor done."""
+    stored_path = run_dir / "config.yaml"
+    if not stored_path.exists():
+        return
+    stored, requested = identity(OmegaConf.to_container(OmegaConf.load(stored_path))), identity(cfg)
+    if stored != requested:
+        changed = differences(stored, requested)
+        raise ConfigError(f"{run_dir} holds another configuration than this command's ({len(changed)} differences: "
+                          f"{'; '.join(changed[:5])}): it is neither resumed nor reported done. Run without "
+                          f"hydra.run.dir to get this config's own directory (cell id {cell_id(cfg)})")
+
+
+def acquire(run_dir: Path) -> FileLock:
+    """The run's exclusive lock (an OS lock: it dies with its process), a file beside the
+    run directory (`seed0.lock`), so that taking it writes nothing into the run. A second
+    process says who holds it and waits for it."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir.with_name(run_dir.name + LOCK))
+    holder = run_dir.with_name(run_dir.name + LOCK_HOLDER)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        who = holder.read_text().strip() if holder.exists() else "another process"
+        log.warning("%s is in use by %s; waiting for it to finish", run_dir, who)
+        print(f"{run_dir} is in use by {who}; waiting for it to finish", file=sys.stderr, flush=True)
+        lock.acquire()
+    atomic_write_text(holder, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    return lock
+
+
+def git_state() -> dict:
+    """The commit of the code that runs, and whether tracked files other than committed
+    results (`results/`: what runs produce, not code) differ from it."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return None
+        return {"git_commit": None, "git_dirty": None}
     if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        return {"git_commit": None, "git_dirty": None}
+    code = [line[3:] for line in dirty.stdout.splitlines() if not line[3:].startswith("results/")]
+    return {"git_commit": out.stdout.strip(), "git_dirty": bool(code)}
 
 
 def package_versions() -> dict[str, str | None]:
@@ -84,20 +147,43 @@ def determinism_settings() -> dict:
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
 
 
-def write_manifest(run_dir: Path, seed: int, **extra) -> None:
+def this_start(resumed_from: str | None) -> dict:
+    """One process's (re)start of a run: its code, machine and command."""
+    return {**git_state(), "host": socket.gethostname(), "pid": os.getpid(), "command": sys.argv,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_from": resumed_from, "seconds": 0.0}
+
+
+def write_manifest(run_dir: Path, cfg: DictConfig, **extra) -> None:
+    """The manifest of a new run; `record_start` adds each restart to its `starts`."""
     manifest = {
-        "git_commit": git_commit(),
+        "cell_id": cell_id(cfg),
+        **git_state(),
         "packages": package_versions(),
         "python": sys.version.split()[0],
-        "seed": seed,
+        "seed": cfg.seed,
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "starts": [this_start(None)],
         "determinism": determinism_settings(),
         **extra,
     }
     atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+
+
+def record_start(run_dir: Path, resumed_from: str) -> None:
+    manifest = read_json(run_dir / "manifest.json")
+    update_manifest(run_dir, resumed_from=manifest.get("resumed_from", []) + [resumed_from],
+                    starts=manifest.get("starts", []) + [this_start(resumed_from)])
+
+
+def record_seconds(run_dir: Path, seconds: float) -> None:
+    """This process's training time so far, in its entry of `starts` (a killed process keeps
+    what it had at its last checkpoint)."""
+    starts = read_json(run_dir / "manifest.json")["starts"]
+    starts[-1]["seconds"] = round(seconds, 2)
+    update_manifest(run_dir, starts=starts)
 
 
 def read_json(path: Path) -> dict:
@@ -116,9 +202,28 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.split("-")[-1])
 
 
-def last_checkpoint(checkpoints: Path, needs_clipper_state: bool = True) -> Path | None:
-    """The newest checkpoint that is whole: the Trainer's state and (when the run clips
-    with state) the clipper's. A kill between the two writes leaves an older one."""
+def mark_whole(checkpoint: Path) -> None:
+    """Written last into a checkpoint: the size of every file in it."""
+    sizes = {str(f.relative_to(checkpoint)): f.stat().st_size for f in sorted(checkpoint.rglob("*"))
+             if f.is_file() and f.name != WHOLE}
+    atomic_write_text(checkpoint / WHOLE, json.dumps(sizes, indent=1) + "\n")
+
+
+def is_whole(checkpoint: Path) -> bool:
+    marker = checkpoint / WHOLE
+    if not marker.exists():
+        return False
+    try:
+        sizes = read_json(marker)
+    except ValueError:
+        return False
+    return CLIPPER_STATE in sizes and all((checkpoint / name).is_file() and (checkpoint / name).stat().st_size == size
+                                          for name, size in sizes.items())
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest whole checkpoint (`is_whole`); newer ones that are not whole are passed
+    over with a warning (a kill mid-save, a truncated file)."""
     if not checkpoints.is_dir():
         return None
     candidates = sorted(
@@ -127,8 +232,9 @@ def last_checkpoint(checkpoints: Path, needs_clipper_state: bool = True) -> Path
         reverse=True,
     )
     for path in candidates:
-        if (path / "trainer_state.json").exists() and (not needs_clipper_state or (path / CLIPPER_STATE).exists()):
+        if is_whole(path):
             return path
+        log.warning("%s is not a whole checkpoint (no %s marker, or a file's size differs from it): passed over", path, WHOLE)
     return None
 
 
@@ -143,7 +249,7 @@ class MetricsLog:
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
         if resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] < resume_step]
+            kept = [json.dumps(r) for r in read_metrics(path) if r["step"] < resume_step]
             atomic_write_text(path, "".join(line + "\n" for line in kept))
         elif resume_step is None and path.exists():
             path.unlink()
@@ -158,4 +264,24 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The log's records. A torn last line (a process killed mid-write) is dropped with a
+    warning; a bad line elsewhere is an error naming file and line."""
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as err:
+            if number == len(lines) and not path.read_text().endswith("\n"):
+                log.warning("%s: line %d is torn (a process was killed while writing it): dropped", path, number)
+                continue
+            raise ValueError(f"{path}, line {number}: not a JSON record ({err})") from err
+    return records
+
+
+def train_loss(records: list[dict]) -> float | None:
+    """The mean logged loss over all of a run's steps, whatever processes trained them."""
+    losses = [r["loss"] for r in records if r.get("loss") is not None]
+    return sum(losses) / len(losses) if losses else None

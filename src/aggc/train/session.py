@@ -8,6 +8,7 @@ COMPLETED (written last, so a crash never leaves a run that looks done).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -25,6 +26,27 @@ from . import rundir
 from .callback import ClipCallback
 
 log = logging.getLogger(__name__)
+
+
+class HarnessTrainer:
+    """Mixin for every trainer class of the stage (HF Trainer, TRL's GRPOTrainer): two
+    places where transformers 5.23 would hand the run something else than it asked for.
+
+    - Its `grad_norm` log goes through `clip_grad_norm_(params, inf)` right before
+      `on_pre_optimizer_step`: with one non-finite gradient the factor inf / NaN is NaN and
+      every gradient turns NaN before the clipper's non-finite policy can act. The pass is
+      skipped; `grad_norm` in metrics.jsonl is the clipper's own pre-clip total.
+    - Resumed from a checkpoint at the last step (a crash after it, before COMPLETED), it
+      trains one step past `max_steps`. An epoch with no step left is not entered.
+    """
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        return grad_norm  # None: the Trainer's own clipping is off (max_grad_norm=0)
+
+    def _run_epoch(self, *args, **kwargs):
+        if self.state.global_step >= self.state.max_steps > 0:
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
 
 @dataclass
@@ -49,6 +71,25 @@ class RunSession:
             self.metrics.close()
 
 
+@contextlib.contextmanager
+def claimed(cfg: DictConfig, run_dir: Path):
+    """Hold the run for one process (rank 0 takes the run's lock; a second start of the
+    same run waits for it, then finds it COMPLETED), and refuse a run directory that holds
+    another configuration. A COMPLETED run is only read."""
+    run_dir = Path(run_dir)
+    rundir.check_same_run(run_dir, cfg)  # first: a refused command writes nothing into the run
+    if rundir.is_completed(run_dir):  # done (COMPLETED is written last, by the lock's holder): read only
+        yield run_dir
+        return
+    lock = rundir.acquire(run_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    try:
+        rundir.check_same_run(run_dir, cfg)  # again, as the lock's holder
+        yield run_dir
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def open_run(cfg: DictConfig, run_dir: Path, clip: ClipConfig) -> RunSession:
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = run_dir / "checkpoints"
@@ -57,24 +98,31 @@ def open_run(cfg: DictConfig, run_dir: Path, clip: ClipConfig) -> RunSession:
     if main_process:
         rundir.write_config(run_dir, cfg)
         if resume is None or not (run_dir / "manifest.json").exists():
-            rundir.write_manifest(run_dir, cfg.seed, clip_mode=clip.mode, world_size=int(os.environ.get("WORLD_SIZE", "1")), resumed_from=[])
-        if resume is not None:
+            rundir.write_manifest(run_dir, cfg, clip_mode=clip.mode, world_size=int(os.environ.get("WORLD_SIZE", "1")), resumed_from=[])
+        else:
             log.info("resuming from %s", resume)
-            resumed = rundir.read_json(run_dir / "manifest.json")["resumed_from"]
-            rundir.update_manifest(run_dir, resumed_from=resumed + [resume.name])
+            rundir.record_start(run_dir, resume.name)
     setup_wandb(cfg, run_dir)
     resume_step = None if resume is None else rundir.checkpoint_step(resume)
     metrics = rundir.MetricsLog(run_dir / "metrics.jsonl", resume_step=resume_step) if main_process else None
-    return RunSession(run_dir, checkpoints, resume, main_process, ClipCallback(clip, metrics, resume_from=resume), metrics)
+    started = time.time()
+    callback = ClipCallback(clip, metrics, resume_from=resume, run_dir=run_dir if main_process else None, started=started)
+    return RunSession(run_dir, checkpoints, resume, main_process, callback, metrics, started)
 
 
-def finish_run(session: RunSession, trainer, tokenizer, result) -> None:
+def finish_run(session: RunSession, trainer, tokenizer) -> None:
+    """The final model, then the totals over every process that trained the run (its time,
+    the mean loss of all its steps, not only this process's), then COMPLETED."""
     if not trainer.is_world_process_zero():
         return
     save_final(trainer.model, tokenizer, session.run_dir / "final")
-    rundir.update_manifest(session.run_dir, **peak_memory(), train_seconds=round(time.time() - session.started, 2),
-                           skipped_steps=session.callback.skipped_steps)
-    rundir.mark_completed(session.run_dir, {"global_step": trainer.state.global_step, "train_loss": result.training_loss})
+    rundir.record_seconds(session.run_dir, time.time() - session.started)
+    starts = rundir.read_json(session.run_dir / "manifest.json")["starts"]
+    seconds = round(sum(s["seconds"] for s in starts), 2)
+    rundir.update_manifest(session.run_dir, **peak_memory(), skipped_steps=session.callback.skipped_steps, train_seconds=seconds)
+    loss = rundir.train_loss(rundir.read_metrics(session.run_dir / "metrics.jsonl"))
+    rundir.mark_completed(session.run_dir, {"global_step": trainer.state.global_step, "train_loss": loss,
+                                            "train_seconds": seconds, "processes": len(starts)})
 
 
 def trainer_arguments(cfg: DictConfig, output_dir: Path) -> dict:

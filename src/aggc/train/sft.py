@@ -18,15 +18,14 @@ from ..data.formats import load_sft_records
 from ..data.sft import tokenize_for_sft
 from ..models import load_model_and_tokenizer
 from . import rundir
-from .callback import ClipperOwnsGradients
-from .session import finish_run, open_run, save_final, trainer_arguments
+from .session import HarnessTrainer, finish_run, open_run, save_final, trainer_arguments
 from .strategy import apply_strategy
 
 log = logging.getLogger(__name__)
 
 
-class SFTTrainer(ClipperOwnsGradients, Trainer):
-    """The HF Trainer, its gradients left to the clipper."""
+class SFTTrainer(HarnessTrainer, Trainer):
+    """The HF Trainer with the harness's two corrections (`session.HarnessTrainer`)."""
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Path:
@@ -64,5 +63,6 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
         processing_class=tokenizer,
         callbacks=[session.callback],
     )
-    finish_run(session, trainer, tokenizer, session.train(trainer))
+    session.train(trainer)
+    finish_run(session, trainer, tokenizer)
     return run_dir
