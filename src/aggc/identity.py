@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,8 @@ def _portable(value: Any, places: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [_portable(v, places) for v in value]
     if isinstance(value, str):
+        if value.startswith("/"):  # one spelling per absolute path (`a//b/./c/` is `a/b/c`)
+            value = os.path.normpath(value)
         for marker, place in sorted(places.items(), key=lambda item: -len(item[1])):  # the longest prefix first
             absolute = str(Path(place).resolve())
             for prefix in {place, absolute}:

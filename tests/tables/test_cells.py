@@ -4,6 +4,7 @@ table's n equals its seed count, a cell shared by two tables is one set of runs,
 result of another model or another evaluation config is not counted."""
 
 import json
+import shutil
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -45,7 +46,11 @@ def test_identical_configurations_in_two_tables_are_one_run(every_table):
 
 @pytest.mark.parametrize("table", PAPER_TABLES)
 def test_each_cell_counts_one_run_per_seed(every_table, table):
+    """...with a copy of some runs lying in a backup folder under the same runs root."""
     root, plans = every_table
+    backup = root / "backup"
+    if not backup.exists():
+        shutil.copytree(root / "mistral_7b", backup / "mistral_7b")
     cfg, spec, dirs, _ = plans[table]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         rows = build(spec, select(spec, root, *grid.table_cells(cfg, spec)), [])

@@ -5,6 +5,9 @@ torn checkpoint or log line."""
 import hashlib
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -14,7 +17,7 @@ from safetensors.torch import save_file
 
 from aggc.config import ConfigError
 from aggc.identity import cell_id, run_dir
-from aggc.paths import CONF_DIR
+from aggc.paths import CONF_DIR, ROOT
 from aggc.train import rundir
 from aggc.train.rundir import CLIPPER_STATE, MetricsLog, last_checkpoint, mark_whole, read_metrics
 
@@ -151,3 +154,48 @@ def test_a_torn_last_log_line_is_dropped_and_a_bad_line_elsewhere_is_named(tmp_p
     path.write_text(json.dumps({"step": 0}) + "\n" + "garbage\n" + json.dumps({"step": 2}) + "\n")
     with pytest.raises(ValueError, match=r"metrics.jsonl, line 2: not a JSON record"):
         read_metrics(path)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_distributed_start_on_a_held_run_waits_and_ends_with_it(tmp_path):
+    """A 2-process torchrun started while a single process trains the same run: its rank 0
+    waits for the lock, and its rank 1 follows its rank 0 (it must not build a trainer and
+    wait in a collective that never comes); both find the run COMPLETED and exit."""
+    steps = ("train.max_steps=160", "train.save_steps=80")  # long enough to be held while torchrun starts
+    first = train_cli(tmp_path, *steps, wait=False)
+    holder = run_dir(composed(f"runs_root={tmp_path}", *steps)).with_name("seed0.lock.holder")
+    deadline = time.time() + 300
+    while not holder.exists():
+        assert first.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "aggc.train", *SMOKE, f"runs_root={tmp_path}", *steps],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    first.communicate(timeout=900)
+    assert first.returncode == 0 and ddp.returncode == 0, ddp.stderr[-3000:]
+    run = only_run(tmp_path)
+    assert "is in use by pid" in ddp.stderr and (ddp.stdout + ddp.stderr).count("COMPLETED; nothing to do") == 2
+    assert len(rundir.read_json(run / "manifest.json")["starts"]) == 1
+
+
+def test_a_run_resumes_only_with_the_processes_it_was_trained_by(tmp_path, monkeypatch):
+    """A run checkpointed by 2 processes is not resumed by 1: its global batch would change."""
+    from aggc.config import clip_config
+    from aggc.train.session import open_run
+
+    cfg = composed(f"runs_root={tmp_path}")
+    run = run_dir(cfg)
+    fake_checkpoint(run / "checkpoints", 3)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "manifest.json").write_text(json.dumps({"world_size": 2, "starts": []}))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ConfigError, match="trained by 2 process.*would resume with 1"):
+        open_run(cfg, run, clip_config(cfg))
+
+
+def test_a_runs_peak_memory_is_its_largest_process():
+    """A requeued run's last process may train nothing: the run's peak is the largest."""
+    starts = [{"peak_rss_mb": 900.0, "peak_gpu_memory_mb": 40000.0}, {"peak_rss_mb": 500.0, "peak_gpu_memory_mb": 3000.0}]
+    assert rundir.run_peak_memory(starts) == {"peak_gpu_memory_mb": 40000.0, "peak_rss_mb": 900.0}

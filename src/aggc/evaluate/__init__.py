@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import ConfigError
 from ..identity import digest, portable
 from ..paths import ROOT
-from ..train.rundir import acquire, atomic_write_text, git_state, is_completed, model_fingerprint, package_versions
+from ..train.rundir import (acquire, atomic_write_text, git_state, is_completed, model_fingerprint, package_versions,
+                            release)
 from .scorers import gsm8k_reference_correct
 
 EVALUATION_DIR = ROOT / "evaluation"
@@ -123,11 +124,14 @@ def evaluate(cfg: DictConfig) -> Path:
     run, final = check_inputs(cfg)
     if not is_completed(run):
         raise FileNotFoundError(f"run={run}: not COMPLETED; evaluate a finished run")
+    path = run / "eval" / f"{cfg.eval.name}.json"
+    if is_fresh(path, run, eval_settings(cfg, run)) and not cfg.force:
+        return path  # done before, read only; `force=true` evaluates again (generations come from the cache)
     lock = acquire(run)
     try:
         return _evaluate(cfg, run, final)
     finally:
-        lock.release()
+        release(lock, run)
 
 
 def _evaluate(cfg: DictConfig, run: Path, final: Path) -> Path:
@@ -136,7 +140,7 @@ def _evaluate(cfg: DictConfig, run: Path, final: Path) -> Path:
     out_dir = run / "eval"
     path = out_dir / f"{cfg.eval.name}.json"
     if is_fresh(path, run, settings) and not cfg.force:
-        return path  # done before; `force=true` evaluates again (generations come from the cache)
+        return path  # evaluated meanwhile by the process that held the lock
     if path.exists() and not cfg.force:
         print(f"{path}: scored another model or other settings; evaluating again", flush=True)
     out_dir.mkdir(exist_ok=True)

@@ -478,7 +478,7 @@ def _cgroup_mounts() -> dict[str, tuple[str, str]]:
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left, _, right = line.partition(" - ")
-            fields, (fstype, _source, options) = left.split(), right.split()[:3]
+            fields, (fstype, _, options) = left.split(), right.split()[:3]
             if fstype == "cgroup2":
                 mounts.setdefault("", (fields[4], fields[3]))
             elif fstype == "cgroup":

@@ -259,7 +259,7 @@ def select(spec: dict, runs_root: Path, cell_ids: set[str], evals: dict) -> list
     from ..evaluate import eval_settings, is_fresh
 
     # `where`: config values every run of the table must have (e.g. Table 8: the GSM8K runs).
-    mine = [r for r in collect(runs_root) if r["cell_id"] in cell_ids
+    mine = [r for r in collect(runs_root) if r["cell_id"] in cell_ids and _in_place(r, runs_root)
             and all(_same(config_value(r["config"], k), v) for k, v in spec.get("where", {}).items())]
     records = [r for r in mine if r["benchmark"] in MEMORY or (
         r["benchmark"] in evals and is_fresh(Path(r["run"]) / "eval" / f"{r['benchmark']}.json", Path(r["run"]),
@@ -268,6 +268,15 @@ def select(spec: dict, runs_root: Path, cell_ids: set[str], evals: dict) -> list
         print(f"{spec['name']}: left out {len(mine) - len(records)} results that scored another model (retrained since) or "
               "under other evaluation settings (e.g. eval.limit); the grid evaluates them again", flush=True)
     return records
+
+
+def _in_place(record: dict, runs_root: Path) -> bool:
+    """A run counts only in its own directory (`aggc.identity.run_dir` of its config), so a
+    copy (a backup folder, a hand-made hydra.run.dir) is never a second seed."""
+    cfg = record["config"]
+    own = (Path(runs_root) / cfg["model"]["name"] / cfg["data"]["name"] / f"{cfg['strategy']['name']}-{cfg['clip']['name']}-"
+           f"{record['cell_id']}" / f"seed{cfg['seed']}")
+    return Path(record["run"]).resolve() == own.resolve()
 
 
 def render(spec: dict, records: list[dict], paper_dir: Path, out_dir: Path) -> dict[str, Path]:

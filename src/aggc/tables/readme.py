@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     new = render(text)
     if "--check" in argv:
         if new != text:
-            print(f"README.md's result tables differ from their files: run `python -m aggc.tables.readme`")
+            print("README.md's result tables differ from their files: run `python -m aggc.tables.readme`")
             return 1
         print(f"README.md: {len(regions(text))} result tables equal their files")
         return 0

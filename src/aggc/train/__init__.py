@@ -1,8 +1,11 @@
 """The training stage: one run directory per cell, whichever trainer the cell needs."""
 
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Path:
@@ -11,6 +14,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     when `strategy.trainer=grpo`, GLUE sequence classification when `model.task=seq_cls`."""
     from .session import claimed
 
+    log.info("run directory: %s", run_dir)
     with claimed(cfg, run_dir):
         return _dispatch(cfg, Path(run_dir))
 

@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 
 from ..clipping import ClipConfig, GradientClipper
 from ..clipping.clipper import STAT_NAMES
-from .rundir import CLIPPER_STATE, MetricsLog, mark_whole, record_seconds
+from .rundir import CLIPPER_STATE, MetricsLog, mark_whole, record_progress
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class ClipCallback(TrainerCallback):
         tmp.replace(checkpoint / CLIPPER_STATE)
         mark_whole(checkpoint)  # last: only now does the checkpoint count for a resume
         if self.run_dir is not None:
-            record_seconds(self.run_dir, time.time() - self.started)
+            record_progress(self.run_dir, time.time() - self.started)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._flush()

@@ -52,11 +52,14 @@ def check_predecessor(cfg: DictConfig) -> Path | None:
         return None
     done = [r for r in rundir.find_runs(Path(cfg.runs_root), cfg.model.name, source, cfg.strategy.name, cfg.clip.name, cfg.seed)
             if rundir.is_completed(r) and (r / "final").is_dir()]
-    if len(done) > 1:
+    if len(done) > 1:  # the one trained like this run (all but the task), else the one of this model, strategy, clip
         mine = identity(cfg)
-        same = lambda run: all(identity(OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))).get(k) == mine.get(k)
-                               for k in ("model", "strategy", "clip"))
-        done = [r for r in done if same(r)]
+        theirs = {r: identity(OmegaConf.to_container(OmegaConf.load(r / "config.yaml"))) for r in done}
+        for keys in ([k for k in mine if k != "data"], ["model", "strategy", "clip"]):
+            matching = [r for r in done if all(theirs[r].get(k) == mine.get(k) for k in keys)]
+            if matching:
+                done = matching
+                break
     if len(done) == 1:
         return done[0]
     train = (f"python -m aggc.train model={cfg.model.name} data={source} strategy={cfg.strategy.name} clip={cfg.clip.name} "

@@ -99,11 +99,38 @@ def acquire(run_dir: Path) -> FileLock:
         lock.acquire(timeout=0)
     except Timeout:
         who = holder.read_text().strip() if holder.exists() else "another process"
-        log.warning("%s is in use by %s; waiting for it to finish", run_dir, who)
         print(f"{run_dir} is in use by {who}; waiting for it to finish", file=sys.stderr, flush=True)
         lock.acquire()
-    atomic_write_text(holder, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    atomic_write_text(holder, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
+                              f" (job {job_key()})\n")
     return lock
+
+
+def release(lock: FileLock, run_dir: Path) -> None:
+    """Give the run back: who held it is no longer true, so it goes first."""
+    run_dir.with_name(run_dir.name + LOCK_HOLDER).unlink(missing_ok=True)
+    lock.release()
+
+
+def job_key() -> str:
+    """What the processes of one distributed job share (its rendezvous), so the other ranks
+    can tell that their rank 0 holds a run's lock; the pid in a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}:{os.environ.get('TORCHELASTIC_RUN_ID', '')}"
+    return f"pid {os.getpid()}"
+
+
+def wait_for_rank_zero(run_dir: Path, poll: float = 0.5) -> bool:
+    """Rank > 0: wait until this job's rank 0 holds the run's lock (True: train) or the run
+    is COMPLETED (False: nothing to do), as rank 0 decides under the lock."""
+    holder = run_dir.with_name(run_dir.name + LOCK_HOLDER)
+    mine = f"(job {job_key()})"
+    while True:
+        if holder.exists() and holder.read_text().strip().endswith(mine):
+            return True
+        if is_completed(run_dir):
+            return False
+        time.sleep(poll)
 
 
 def git_state() -> dict:
@@ -178,12 +205,31 @@ def record_start(run_dir: Path, resumed_from: str) -> None:
                     starts=manifest.get("starts", []) + [this_start(resumed_from)])
 
 
-def record_seconds(run_dir: Path, seconds: float) -> None:
-    """This process's training time so far, in its entry of `starts` (a killed process keeps
-    what it had at its last checkpoint)."""
+def record_progress(run_dir: Path, seconds: float) -> None:
+    """This process's training time and peak memory so far, in its entry of `starts` (a
+    killed process keeps what it had at its last checkpoint)."""
     starts = read_json(run_dir / "manifest.json")["starts"]
-    starts[-1]["seconds"] = round(seconds, 2)
+    starts[-1].update(seconds=round(seconds, 2), **peak_memory())
     update_manifest(run_dir, starts=starts)
+
+
+def peak_memory() -> dict:
+    """Peak RSS of this process and, on GPU, torch's peak allocated memory (Table 8)."""
+    import resource
+
+    import torch
+
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available():
+        peak["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak
+
+
+def run_peak_memory(starts: list[dict]) -> dict:
+    """A run's peak memory: the largest of its processes' (a requeued run's last process
+    may have trained nothing)."""
+    keys = {k for s in starts for k in s if k.startswith("peak_")}
+    return {k: max(s[k] for s in starts if k in s) for k in sorted(keys)}
 
 
 def read_json(path: Path) -> dict:

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import resource
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..clipping import ClipConfig
+from ..config import ConfigError
 from . import rundir
 from .callback import ClipCallback
 
@@ -81,13 +81,16 @@ def claimed(cfg: DictConfig, run_dir: Path):
     if rundir.is_completed(run_dir):  # done (COMPLETED is written last, by the lock's holder): read only
         yield run_dir
         return
-    lock = rundir.acquire(run_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    if int(os.environ.get("RANK", "0")) > 0:  # the other ranks of a distributed job follow their rank 0
+        rundir.wait_for_rank_zero(run_dir)
+        yield run_dir
+        return
+    lock = rundir.acquire(run_dir)
     try:
         rundir.check_same_run(run_dir, cfg)  # again, as the lock's holder
         yield run_dir
     finally:
-        if lock is not None:
-            lock.release()
+        rundir.release(lock, run_dir)
 
 
 def open_run(cfg: DictConfig, run_dir: Path, clip: ClipConfig) -> RunSession:
@@ -95,10 +98,16 @@ def open_run(cfg: DictConfig, run_dir: Path, clip: ClipConfig) -> RunSession:
     checkpoints = run_dir / "checkpoints"
     resume = rundir.last_checkpoint(checkpoints)
     main_process = int(os.environ.get("RANK", "0")) == 0
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if resume is not None and (run_dir / "manifest.json").exists():
+        trained_with = rundir.read_json(run_dir / "manifest.json").get("world_size", world_size)
+        if trained_with != world_size:
+            raise ConfigError(f"{run_dir} was trained by {trained_with} process(es) and would resume with {world_size}: the "
+                              f"global batch, so the run, would change midway. Resume it with {trained_with} process(es)")
     if main_process:
         rundir.write_config(run_dir, cfg)
         if resume is None or not (run_dir / "manifest.json").exists():
-            rundir.write_manifest(run_dir, cfg, clip_mode=clip.mode, world_size=int(os.environ.get("WORLD_SIZE", "1")), resumed_from=[])
+            rundir.write_manifest(run_dir, cfg, clip_mode=clip.mode, world_size=world_size, resumed_from=[])
         else:
             log.info("resuming from %s", resume)
             rundir.record_start(run_dir, resume.name)
@@ -116,10 +125,11 @@ def finish_run(session: RunSession, trainer, tokenizer) -> None:
     if not trainer.is_world_process_zero():
         return
     save_final(trainer.model, tokenizer, session.run_dir / "final")
-    rundir.record_seconds(session.run_dir, time.time() - session.started)
+    rundir.record_progress(session.run_dir, time.time() - session.started)
     starts = rundir.read_json(session.run_dir / "manifest.json")["starts"]
     seconds = round(sum(s["seconds"] for s in starts), 2)
-    rundir.update_manifest(session.run_dir, **peak_memory(), skipped_steps=session.callback.skipped_steps, train_seconds=seconds)
+    rundir.update_manifest(session.run_dir, **rundir.run_peak_memory(starts), skipped_steps=session.callback.skipped_steps,
+                           train_seconds=seconds)
     loss = rundir.train_loss(rundir.read_metrics(session.run_dir / "metrics.jsonl"))
     rundir.mark_completed(session.run_dir, {"global_step": trainer.state.global_step, "train_loss": loss,
                                             "train_seconds": seconds, "processes": len(starts)})
@@ -190,9 +200,3 @@ def save_final(model, tokenizer, path: Path) -> None:
     tmp.rename(path)
 
 
-def peak_memory() -> dict:
-    """Peak RSS of this process and, on GPU, torch's peak allocated memory (Table 8)."""
-    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    if torch.cuda.is_available():
-        peak["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return peak
