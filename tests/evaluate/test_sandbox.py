@@ -531,17 +531,22 @@ def test_a_program_that_cannot_be_encoded_fails_and_leaves_no_process(isolation,
         raise Broken
 
     monkeypatch.setattr(sandbox, "_Tail", broken_tail)
+    before = children_of_this_process()  # earlier tests' long-lived children (multiprocessing's resource tracker)
     with pytest.raises(Broken):
         run_program("import time\ntime.sleep(30)\n")
-    children = []
+    assert children_of_this_process() - before == set()
+
+
+def children_of_this_process() -> set[int]:
+    children = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 if int(f.read().rpartition(")")[2].split()[1]) == os.getpid():
-                    children.append(int(pid))
+                    children.add(int(pid))
         except (OSError, ValueError, IndexError):
             pass
-    assert children == []
+    return children
 
 
 @pytest.mark.parametrize("forgery", [
