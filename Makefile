@@ -98,10 +98,11 @@ $(PAPER_TARGETS): setup
 	$(if $(TINY),$(OFFLINE)) $(PY) -m aggc.grid table=$@ launcher=$(LAUNCHER) dry_run=$(if $(DRY_RUN),true,false) \
 		$(if $(TINY),tiny=true runs_root=runs/tiny out_dir=results/tiny) $(TABLE_ARGS)
 
-# Render a paper table from the run directories under runs/ (results/<table>.{md,tex,csv}).
+# Render a paper table from its cells' runs under runs/ (results/<table>.{md,tex,csv}); TINY=1
+# and TABLE_ARGS (e.g. train_args=... eval_args=...) as the grid ran with them.
 TABLE ?= table1
 tables: setup
-	$(PY) -m aggc.tables table=$(TABLE)
+	$(PY) -m aggc.tables table=$(TABLE) $(if $(TINY),tiny=true runs_root=runs/tiny out_dir=results/tiny) $(TABLE_ARGS)
 
 clean:
 	rm -rf runs outputs multirun
