@@ -8,6 +8,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
+from aggc.identity import find_runs
 from aggc.paths import CONF_DIR, ROOT
 from aggc.tables import config_value
 from aggc.train import rundir
@@ -124,7 +125,7 @@ def test_tiny_rank_sweep_trains_each_rank_and_draws_the_figure(tmp_path):
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     for strategy, clip in (("lora", "global"), ("aggc", "aggc")):
-        runs = rundir.find_runs(tmp_path, "tiny_llama", "arith", strategy, clip, 0)
+        runs = find_runs(tmp_path, "tiny_llama", "arith", strategy, clip, 0)
         by_rank = {yaml.safe_load((run / "config.yaml").read_text())["strategy"]["peft"]["r"]: run for run in runs}
         assert sorted(by_rank) == [1, 16]
         for rank, run in by_rank.items():
@@ -150,7 +151,7 @@ def test_tiny_ablations_train_each_setting_and_render(tmp_path, table, swept):
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = {config_value(yaml.safe_load((run / "config.yaml").read_text()), key): run
-            for run in rundir.find_runs(tmp_path, "tiny_llama", "arith", "aggc", "aggc", 0)}
+            for run in find_runs(tmp_path, "tiny_llama", "arith", "aggc", "aggc", 0)}
     assert sorted(runs, key=str) == sorted(values, key=str)
     for run in runs.values():
         assert (run / "eval" / "arith.json").exists()

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from aggc.identity import find_runs
 from aggc.paths import ROOT
-from aggc.train import rundir
 
 FIXTURES = ROOT / "tests" / "fixtures" / "glue"
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -72,7 +72,7 @@ def test_tiny_table2_end_to_end(tmp_path):
                 f"train_args='data.root={FIXTURES} data.train_file=train_sample.tsv data.eval_files.validation=dev_sample.tsv "
                 "data.max_length=64 train.per_device_train_batch_size=8'")  # the table's own: 2 epochs, select_best
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (sst2,), (rte,) = (rundir.find_runs(tmp_path / "runs", "tiny_deberta", data, "aggc", "aggc", 0)
+    (sst2,), (rte,) = (find_runs(tmp_path / "runs", "tiny_deberta", data, "aggc", "aggc", 0)
                        for data in ("glue_sst2_local", "glue_rte_local"))
     assert json.loads((rte / "manifest.json").read_text())["init_from"] == str(sst2)
     for run, bench in ((sst2, "glue_sst2"), (rte, "glue_rte")):

@@ -25,7 +25,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError
-from .identity import cell_id
+from .identity import cell_id, layout
 from .paths import CONF_DIR
 from .train.rundir import atomic_write_text, checkpoint_step
 
@@ -70,8 +70,7 @@ def cell_ids(cfg: DictConfig, spec: dict, grid: list[Cell]) -> dict[Cell, str]:
 
 def run_dirs(cfg: DictConfig, spec: dict, grid: list[Cell]) -> dict[Cell, Path]:
     """Each cell's run directory: `aggc.identity.run_dir` of its config."""
-    root = Path(cfg.runs_root)
-    return {c: root / c.model / c.data / f"{c.strategy}-{c.clip}-{i}" / f"seed{c.seed}" for c, i in cell_ids(cfg, spec, grid).items()}
+    return {c: layout(cfg.runs_root, c.model, c.data, c.strategy, c.clip, i, c.seed) for c, i in cell_ids(cfg, spec, grid).items()}
 
 
 def table_cells(cfg: DictConfig, spec: dict) -> tuple[set[str], dict[str, dict]]:

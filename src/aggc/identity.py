@@ -58,20 +58,28 @@ def portable(value: Any) -> Any:
 
 def run_dir(cfg: DictConfig) -> Path:
     """The run directory of `cfg` (what `${aggc.run_id:}` in conf/config.yaml gives Hydra)."""
-    return (Path(cfg.runs_root) / cfg.model.name / cfg.data.name / f"{cfg.strategy.name}-{cfg.clip.name}-{cell_id(cfg)}"
-            / f"seed{cfg.seed}")
+    return layout(cfg.runs_root, cfg.model.name, cfg.data.name, cfg.strategy.name, cfg.clip.name, cell_id(cfg), cfg.seed)
+
+
+def layout(runs_root, model: str, data: str, strategy: str, clip: str, cell: str, seed) -> Path:
+    """`<runs_root>/<model>/<data>/<strategy>-<clip>-<cell id>/seed<N>`: the one place that
+    spells a run directory (`cell="*"`-like glob patterns included)."""
+    return Path(runs_root) / model / data / f"{strategy}-{clip}-{cell}" / f"seed{seed}"
+
+
+def find_runs(runs_root, model: str, data: str, strategy: str, clip: str, seed) -> list[Path]:
+    """The run directories of every configuration with these choices (any cell id)."""
+    return sorted(Path(runs_root).glob(str(layout(".", model, data, strategy, clip, "[0-9a-f]" * ID_LENGTH, seed))))
 
 
 def completed_run(runs_root: str, model: str, data: str, strategy: str, clip: str, seed: int) -> str:
     """The one COMPLETED run of these choices under `runs_root` (any cell id), for a config
     that starts from another run's model (make demo-real-grpo starts from demo-real's LoRA
     run). Without exactly one, a path that names what is missing, which loading then reports."""
-    runs = sorted(p for p in Path(runs_root).glob(f"{model}/{data}/{strategy}-{clip}-{'[0-9a-f]' * ID_LENGTH}/seed{seed}")
-                  if (p / "COMPLETED").exists())
+    runs = [p for p in find_runs(runs_root, model, data, strategy, clip, seed) if (p / "COMPLETED").exists()]
     if len(runs) == 1:
         return str(runs[0])
-    missing = "no-completed-run" if not runs else f"{len(runs)}-completed-runs"
-    return str(Path(runs_root) / model / data / f"{strategy}-{clip}-{missing}" / f"seed{seed}")
+    return str(layout(runs_root, model, data, strategy, clip, "no-completed-run" if not runs else f"{len(runs)}-completed-runs", seed))
 
 
 def differences(stored: dict, requested: dict, prefix: str = "") -> list[str]:

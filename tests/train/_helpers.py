@@ -33,7 +33,7 @@ def config(*overrides: str, smoke: bool = True):
 def only_run(root: Path, model: str = "tiny_llama", data: str = "arith", strategy: str = "aggc", clip: str = "aggc",
              seed: int = 0) -> Path:
     """The one run directory of these choices under `root` (`<strategy>-<clip>-<cell id>/seed<N>`)."""
-    from aggc.train.rundir import find_runs
+    from aggc.identity import find_runs
 
     runs = find_runs(root, model, data, strategy, clip, seed)
     assert len(runs) == 1, f"expected one {model}/{data}/{strategy}-{clip}-*/seed{seed} under {root}, found {runs}"

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import save_file
 
 from aggc.config import ConfigError
-from aggc.identity import cell_id, run_dir
+from aggc.identity import cell_id, find_runs, run_dir
 from aggc.paths import CONF_DIR, ROOT
 from aggc.train import rundir
 from aggc.train.rundir import CLIPPER_STATE, MetricsLog, last_checkpoint, mark_whole, read_metrics
@@ -55,7 +55,7 @@ def test_a_changed_setting_trains_a_new_run_and_leaves_the_first_as_it_was(tmp_p
     first = only_run(tmp_path)
     before = snapshot(first)
     again = train_cli(tmp_path, "clip.beta=0.5")
-    runs = rundir.find_runs(tmp_path, "tiny_llama", "arith", "aggc", "aggc", 0)
+    runs = find_runs(tmp_path, "tiny_llama", "arith", "aggc", "aggc", 0)
     assert len(runs) == 2 and "COMPLETED; nothing to do" not in again.stdout + again.stderr
     assert snapshot(first) == before, "the first run's files are byte for byte as they were"
     # the same settings again: the first run, done

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from aggc.config import clip_config
-from aggc.identity import run_dir
+from aggc.identity import find_runs, run_dir
 from aggc.replay import read_norms, replay
 from aggc.train import rundir, sft
 
@@ -149,7 +149,7 @@ def test_cli_sweep_gives_each_job_its_run_directory(tmp_path):
     directory, the one a single command with that value reaches (and finds COMPLETED)."""
     steps = ("train.max_steps=2", "train.save_steps=2")
     train_cli(tmp_path, "-m", "strategy=aggc", "clip.beta=0.5,0.9", *steps)
-    runs = rundir.find_runs(tmp_path, "tiny_llama", "arith", "aggc", "aggc", 0)
+    runs = find_runs(tmp_path, "tiny_llama", "arith", "aggc", "aggc", 0)
     assert len(runs) == 2
     for run in runs:
         assert (run / "COMPLETED").exists()
@@ -157,4 +157,4 @@ def test_cli_sweep_gives_each_job_its_run_directory(tmp_path):
     assert sorted(betas.values()) == [0.5, 0.9]
     again = train_cli(tmp_path, "strategy=aggc", "clip.beta=0.9", *steps)
     assert "COMPLETED" in again.stdout + again.stderr
-    assert len(rundir.find_runs(tmp_path, "tiny_llama", "arith", "aggc", "aggc", 0)) == 2
+    assert len(find_runs(tmp_path, "tiny_llama", "arith", "aggc", "aggc", 0)) == 2

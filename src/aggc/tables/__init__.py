@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 from scipy import stats
 
-from ..identity import cell_id
+from ..identity import cell_id, layout
 from .figures import group_norm_figure, grpo_figure, sweep_figure
 
 MISSING = "—"
@@ -274,8 +274,8 @@ def _in_place(record: dict, runs_root: Path) -> bool:
     """A run counts only in its own directory (`aggc.identity.run_dir` of its config), so a
     copy (a backup folder, a hand-made hydra.run.dir) is never a second seed."""
     cfg = record["config"]
-    own = (Path(runs_root) / cfg["model"]["name"] / cfg["data"]["name"] / f"{cfg['strategy']['name']}-{cfg['clip']['name']}-"
-           f"{record['cell_id']}" / f"seed{cfg['seed']}")
+    own = layout(runs_root, cfg["model"]["name"], cfg["data"]["name"], cfg["strategy"]["name"], cfg["clip"]["name"],
+                 record["cell_id"], cfg["seed"])
     return Path(record["run"]).resolve() == own.resolve()
 
 

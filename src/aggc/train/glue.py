@@ -28,7 +28,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, se
 from ..config import ConfigError, check_hardware, validate
 from ..data import glue as glue_data
 from ..evaluate.glue import predicted, score_names, scores
-from ..identity import identity
+from ..identity import find_runs, identity
 from ..models import load_classifier_and_tokenizer
 from ..paths import CONF_DIR
 from . import rundir
@@ -50,7 +50,7 @@ def check_predecessor(cfg: DictConfig) -> Path | None:
     source = cfg.data.get("init_from")
     if not source:
         return None
-    done = [r for r in rundir.find_runs(Path(cfg.runs_root), cfg.model.name, source, cfg.strategy.name, cfg.clip.name, cfg.seed)
+    done = [r for r in find_runs(cfg.runs_root, cfg.model.name, source, cfg.strategy.name, cfg.clip.name, cfg.seed)
             if rundir.is_completed(r) and (r / "final").is_dir()]
     if len(done) > 1:  # the one trained like this run (all but the task), else the one of this model, strategy, clip
         mine = identity(cfg)

@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import ConfigError
-from ..identity import ID_LENGTH, cell_id, differences, digest, identity
+from ..identity import cell_id, differences, digest, identity
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,6 @@ def model_fingerprint(run_dir: Path) -> str:
 
 def write_config(run_dir: Path, cfg: DictConfig) -> None:
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
-
-def find_runs(runs_root: Path, model: str, data: str, strategy: str, clip: str, seed: int) -> list[Path]:
-    """The run directories of every configuration with these choices (any cell id)."""
-    return sorted(Path(runs_root).glob(f"{model}/{data}/{strategy}-{clip}-{'[0-9a-f]' * ID_LENGTH}/seed{seed}"))
 
 
 def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
