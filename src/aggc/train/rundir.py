@@ -88,8 +88,8 @@ def acquire(run_dir: Path) -> FileLock:
     run directory (`seed0.lock`), so that taking it writes nothing into the run. A second
     process says who holds it and waits for it."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(run_dir.with_name(run_dir.name + LOCK))
-    holder = run_dir.with_name(run_dir.name + LOCK_HOLDER)
+    lock = FileLock(beside(run_dir, LOCK))
+    holder = beside(run_dir, LOCK_HOLDER)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -103,8 +103,13 @@ def acquire(run_dir: Path) -> FileLock:
 
 def release(lock: FileLock, run_dir: Path) -> None:
     """Give the run back: who held it is no longer true, so it goes first."""
-    run_dir.with_name(run_dir.name + LOCK_HOLDER).unlink(missing_ok=True)
+    beside(run_dir, LOCK_HOLDER).unlink(missing_ok=True)
     lock.release()
+
+
+def beside(run_dir: Path, suffix: str) -> Path:
+    """A file next to the run directory (`seed0.lock`), outside what the run holds."""
+    return run_dir.with_name(run_dir.name + suffix)
 
 
 def job_key() -> str:
@@ -118,7 +123,7 @@ def job_key() -> str:
 def wait_for_rank_zero(run_dir: Path, poll: float = 0.5) -> bool:
     """Rank > 0: wait until this job's rank 0 holds the run's lock (True: train) or the run
     is COMPLETED (False: nothing to do), as rank 0 decides under the lock."""
-    holder = run_dir.with_name(run_dir.name + LOCK_HOLDER)
+    holder = beside(run_dir, LOCK_HOLDER)
     mine = f"(job {job_key()})"
     while True:
         if holder.exists() and holder.read_text().strip().endswith(mine):
