@@ -261,6 +261,28 @@ def tiny_training_peak(mode: str, steps: int, device: str) -> dict[str, float]:
     return peak
 
 
+def bench_startup(rounds: int, runs_root: Path) -> dict:
+    """How fast a bad config value fails, against `import torch, transformers` (the cost the
+    compose-time check avoids): each command's wall time in a fresh process, interleaved and
+    rotating, medians. The failing commands must exit 2 with no traceback."""
+    failing = {f"train {bad}": [sys.executable, "-m", "aggc.train", bad, f"runs_root={runs_root}"]
+               for bad in ("clip.beta=1.5", "seed=-1")}
+    failing["train -m clip.beta=0.1,1.5"] = [sys.executable, "-m", "aggc.train", "-m", "clip.beta=0.1,1.5", f"runs_root={runs_root}"]
+    commands = {"import torch, transformers": [sys.executable, "-c", "import torch, transformers"], **failing}
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            proc = subprocess.run(commands[name], capture_output=True, text=True)
+            times[name].append(time.perf_counter() - start)
+            if name in failing and (proc.returncode != 2 or "Traceback" in proc.stderr):
+                raise RuntimeError(f"{name}: expected exit 2 without a traceback, got {proc.returncode}:\n{proc.stderr}")
+    seconds = {name: statistics.median(t) for name, t in times.items()}
+    base = seconds["import torch, transformers"]
+    return {"rounds": rounds, "seconds": seconds, "ratios": {f"{name} / import": seconds[name] / base for name in failing}}
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -331,7 +353,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--demo", action="store_true", help="also time make demo's stages (about 8 minutes on 2 cores)")
     parser.add_argument("--scale", type=int, default=None,
                         help="divide the clip kernel's dimensions by this (default: 16 with --quick, 4 on CPU, 1 on GPU: the real shapes)")
+    parser.add_argument("--startup", action="store_true",
+                        help="only: how fast a bad config value fails vs import torch, transformers (results/bench/startup.*)")
     args = parser.parse_args(argv)
+    if args.startup:
+        return startup_main(args, argv)
 
     repeats, warmup = (1, 1) if args.quick else (7, 2)
     scale, layers = (16, 2) if args.quick else (4 if args.device == "cpu" else 1, None)
@@ -363,6 +389,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     stamp(args.out_dir, [f"{name}.json", f"{name}.md"], result["command"])
     print(markdown(result))
+    return result
+
+
+def startup_main(args, argv: list[str] | None) -> dict:
+    with tempfile.TemporaryDirectory() as runs_root:
+        result = {"command": " ".join(["python -m aggc.bench", *(argv if argv is not None else sys.argv[1:])]),
+                  "device_name": cpu_name(), "startup": bench_startup(3 if args.quick else 7, Path(runs_root))}
+    lines = [f"# A bad config value fails before torch loads — {result['device_name']}", "",
+             f"`{result['command']}`; wall time of a fresh process, medians of {result['startup']['rounds']} interleaved rounds.", "",
+             "| command | s |", "|---|---:|", *(f"| {n} | {s:.2f} |" for n, s in result["startup"]["seconds"].items()), "",
+             *(f"- {n}: {v:.2f}" for n, v in result["startup"]["ratios"].items())]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "startup.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out_dir / "startup.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return result
 
 

@@ -11,9 +11,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
-from .clipping import ClipConfig, ClipConfigError
+from .clipping.config import ClipConfig, ClipConfigError
 
 PEFT_METHODS = ("none", "lora", "dora", "bitfit")
 MODEL_KINDS = ("tiny", "gguf", "hub")
@@ -56,8 +57,9 @@ REFUSED_TRAIN_KEYS = {
 }
 
 
-class ConfigError(ValueError):
-    """A run config value is invalid; the message names the key."""
+class ConfigError(ValueError, CompactHydraException):
+    """A run config value is invalid; the message names the key. Hydra prints it without a
+    traceback (HYDRA_FULL_ERROR=1 shows one)."""
 
 
 def clip_config(cfg: DictConfig) -> ClipConfig:
@@ -168,6 +170,9 @@ def validate(cfg: DictConfig) -> ClipConfig:
     if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1):
         raise ConfigError(f"model.dropout={dropout!r}: a probability in [0, 1), or null for the checkpoint's own")
     require_positive_int("data.max_length", cfg.data.max_length)
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed!r}: must be an integer in [0, 2**32) (numpy's and torch's seed range)")
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"wandb.mode={cfg.wandb.mode!r}: must be offline, online or disabled")
     return clip

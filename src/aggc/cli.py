@@ -1,0 +1,97 @@
+"""What the command-line tools share: the config check Hydra runs at compose time.
+
+`CheckConfig` is a Hydra callback (conf/config.yaml, `hydra.callbacks`): it validates the
+composed run config (`aggc.config.validate`) before the job function runs, so before torch and
+transformers are imported (they take 10+ s; a bad value fails in about a second). A multirun
+checks every combination of its sweep before the first job starts, so `-m clip.beta=0.1,1.5`
+trains nothing. A user error prints two lines (key and value, what is allowed, how to fix) and
+exits 2; `HYDRA_FULL_ERROR=1` raises it with its traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from .config import ConfigError, validate
+
+_KEY = re.compile(r"^([A-Za-z_][\w]*(?:\.[\w]+)*)[=:]")
+
+
+def program() -> str:
+    """The command's name as the user typed it (`aggc-train`, or `python -m aggc.train`)."""
+    path = sys.argv[0] if sys.argv and sys.argv[0] else "aggc"
+    if os.path.basename(path) == "__main__.py":
+        return f"python -m aggc.{os.path.basename(os.path.dirname(path))}"
+    return os.path.basename(path)
+
+
+def fix_hint(message: str, cfg: DictConfig | None = None) -> str:
+    """How to fix an error whose message starts with its key (`clip.beta=1.5: ...`): where the
+    value came from (the config group's file) and how to override it."""
+    match = _KEY.match(message)
+    if match is None:
+        return f"fix: change the value named above; `{program()} --cfg job` prints the composed config"
+    key = match.group(1)
+    group = key.split(".")[0]
+    source = ""
+    if cfg is not None:
+        choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None)
+        if isinstance(choice, str):
+            source = f", or edit conf/{group}/{choice}.yaml"
+    return f"fix: pass {key}=<allowed value> on the command line{source} (HYDRA_FULL_ERROR=1 shows the traceback)"
+
+
+def fail(err: Exception, cfg: DictConfig | None = None, job: list[str] | None = None) -> None:
+    """Report a user error in two lines and exit 2, or re-raise under HYDRA_FULL_ERROR=1."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise err
+    where = f" (sweep job {' '.join(job)})" if job else ""
+    sys.stderr.write(f"{program()}: invalid config{where}: {err}\n  {fix_hint(str(err), cfg)}\n")
+    sys.stderr.flush()
+    sys.exit(2)
+
+
+def task_config(cfg: DictConfig) -> DictConfig:
+    """The job's config: the composed one without its `hydra` node (as Hydra hands it to the job)."""
+    task = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with read_write(task), open_dict(task):
+        task.pop("hydra", None)
+    return task
+
+
+def sweep_jobs(cfg: DictConfig) -> list[list[str]]:
+    """Every job's overrides of this multirun, expanded as Hydra's basic sweeper expands them
+    (the command line's `a=1,2` and `hydra.sweeper.params`)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [f"{k}={v}" for k, v in (OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}).items()]
+    arguments += list(OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+class CheckConfig(Callback):
+    """Validate the run config (every sweep job's, in a multirun) before any job starts."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            validate(task_config(config))
+        except ConfigError as err:
+            fail(err, config)
+
+    def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
+        from hydra import compose
+
+        for job in sweep_jobs(config):
+            composed = compose(config_name, overrides=job, return_hydra_config=True)
+            try:
+                validate(task_config(composed))
+            except ConfigError as err:
+                fail(err, composed, job)

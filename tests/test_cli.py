@@ -1,0 +1,69 @@
+"""The training command checks its config at compose time (aggc.cli.CheckConfig): a bad value
+fails before torch loads, in two lines without a traceback, and a sweep with one bad value
+trains nothing."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from aggc.cli import sweep_jobs
+from aggc.paths import ROOT
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+ENV.pop("HYDRA_FULL_ERROR", None)
+
+
+def train(*args, env=ENV, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "aggc.train", *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+@pytest.mark.parametrize("bad, allowed", [("clip.beta=1.5", "[0, 1)"), ("seed=-1", "[0, 2**32)"),
+                                          ("train.warmup_ratio=2", "[0, 1)"), ("strategy.peft.r=0", "positive integer")])
+def test_bad_value_fails_in_two_lines_without_traceback_and_writes_nothing(tmp_path, bad, allowed):
+    """Key, value, what is allowed and how to fix; exit 2; no run directory."""
+    proc = train(bad, f"runs_root={tmp_path}")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert bad in lines[0] and allowed in lines[0]
+    assert lines[1].strip().startswith(f"fix: pass {bad.split('=')[0]}=")
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_value_fails_before_torch_is_imported(tmp_path):
+    """The check runs before the job function, so before torch/transformers load (the 10 s it saves)."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['aggc-train', 'clip.beta=1.5', 'runs_root={tmp_path}']\n"
+            "try:\n    runpy.run_module('aggc.train', run_name='__main__')\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules, 'transformers' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert proc.stdout.split() == ["2", "False", "False"], proc.stdout + proc.stderr
+
+
+def test_full_error_shows_the_traceback(tmp_path):
+    proc = train("clip.beta=1.5", f"runs_root={tmp_path}", env={**ENV, "HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "clip.beta=1.5" in proc.stderr
+
+
+def test_sweep_with_one_bad_value_trains_nothing(tmp_path):
+    """Every combination is checked before the first job: the good one (listed first) does not run."""
+    proc = train("-m", "clip.beta=0.1,1.5", "seed=0,1", f"runs_root={tmp_path}")
+    assert proc.returncode == 2, proc.stderr
+    assert "clip.beta=1.5" in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(tmp_path.rglob("checkpoints")) and not any(tmp_path.rglob("COMPLETED"))
+    assert not any(tmp_path.iterdir())
+
+
+def test_sweep_jobs_expand_as_the_basic_sweeper():
+    """The check covers every job Hydra's sweeper would launch: the product of the command
+    line's sweeps and hydra.sweeper.params."""
+    cfg = OmegaConf.create({"hydra": {"overrides": {"task": ["clip.beta=0.1,0.2", "seed=range(3)", "model=tiny_llama"]},
+                                      "sweeper": {"params": {"train.max_steps": "2,3"}}}})
+    jobs = sweep_jobs(cfg)
+    assert len(jobs) == 12 and len({tuple(j) for j in jobs}) == 12
+    assert all("model=tiny_llama" in j for j in jobs)
+    assert {j for job in jobs for j in job if j.startswith("seed=")} == {"seed=0", "seed=1", "seed=2"}
+    assert {j for job in jobs for j in job if j.startswith("train.")} == {"train.max_steps=2", "train.max_steps=3"}
