@@ -301,3 +301,29 @@ def test_table8_reports_the_peak_memory_of_the_table5_runs(tiny_table5):
         manifest = json.loads((only_run(tiny_table5 / "runs", strategy=strategy, clip=clip) / "manifest.json").read_text())
         assert rows[label]["benchmark"] == "peak_rss_gb" and rows[label]["n"] == "1"
         assert float(rows[label]["mean"]) == pytest.approx(manifest["peak_rss_mb"] / 1024, abs=1e-4)
+
+
+# --- layout-free sampling ------------------------------------------------------------------
+
+def test_layout_free_sampling_draws_from_the_tempered_softmax_and_each_row_from_its_own_seed():
+    """Greedy decoding over `LayoutFreeSampling`'s scores is a sample of softmax(logits / T)
+    (chi-square over 4000 draws), and a row's draws depend on its seed only: the same seed
+    gives the same tokens alone or beside other rows, another seed other tokens."""
+    from scipy.stats import chisquare
+
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5])
+    temperature = 0.7
+    sampler = grpo.LayoutFreeSampling(list(range(4000)), temperature, torch.device("cpu"))
+    tokens = sampler(None, logits.expand(4000, -1)).argmax(-1)
+    expected = torch.softmax(logits / temperature, -1) * 4000
+    assert chisquare(torch.bincount(tokens, minlength=5).numpy(), expected.numpy()).pvalue > 1e-3
+
+    def draws(seeds, row):
+        sampler = grpo.LayoutFreeSampling(seeds, 1.0, torch.device("cpu"))
+        return [int(sampler(None, torch.zeros(len(seeds), 50)).argmax(-1)[row]) for _ in range(20)]
+
+    alone, beside_others = draws([11], 0), draws([5, 11, 7], 1)
+    assert alone == beside_others
+    assert draws([12], 0) != alone
+    seeds = {grpo.completion_seed(0, step, row) for step in range(3) for row in range(8)}
+    assert len(seeds) == 24, "every (step, row) of a run has its own seed"

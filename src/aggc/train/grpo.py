@@ -11,6 +11,7 @@ evaluation's (the Alpaca prompt; the user turn of the chat template with
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
@@ -22,8 +23,10 @@ import datasets
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from transformers import TrainerCallback, set_seed
+from transformers import LogitsProcessor, LogitsProcessorList, TrainerCallback, set_seed
 from trl import GRPOConfig, GRPOTrainer
+from trl.models import unwrap_model_for_generation
+from trl.trainer.utils import pad
 
 from ..config import ConfigError, check_hardware, require_positive, require_positive_int, validate
 from ..data.formats import format_prompt, load_sft_records
@@ -131,12 +134,73 @@ def check_grpo(cfg: DictConfig, cuda_available: bool) -> None:
                           "or set train.grpo.use_vllm=false")
 
 
+class LayoutFreeSampling(LogitsProcessor):
+    """Samples each completion from softmax(logits / temperature) by the Gumbel-max trick,
+    with noise drawn from that completion's own generator. Used with greedy decoding, so that
+    a completion depends on its seed and the model only: not on which process generated it,
+    its batch neighbours, or the global RNG (TRL seeds each rank apart and samples the batch
+    from one stream, so 1 and 2 processes drew different completions)."""
+
+    def __init__(self, seeds: list[int], temperature: float, device: torch.device):
+        self.temperature = temperature
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=torch.finfo(uniform.dtype).tiny)))
+        return scores.float() / self.temperature + gumbel
+
+
+def completion_seed(seed: int, step: int, row: int) -> int:
+    """The sampling seed of the `row`-th completion of the global generation batch at `step`."""
+    return int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(seed * 1_000_003 + step * 65_537 + row)))
+
+
 class RLVRTrainer(HarnessTrainer, GRPOTrainer):
-    """GRPOTrainer that also logs `pg_loss`: the step's objective less the KL term, i.e.
-    the clipped policy-gradient loss (token mean, as verl's `actor/pg_loss`). Exact when a
-    step's micro-batches hold equal numbers of completion tokens; otherwise the KL taken off
-    is TRL's mean of the micro-batches' token means, not the step's token mean (the error is
-    kl_coef times their difference)."""
+    """GRPOTrainer whose completions do not depend on the process layout, and that also logs
+    `pg_loss`.
+
+    Sampling (HF generate): completion `i` of the global generation batch at step `t` is drawn
+    with a generator seeded by (seed, t, i) (`LayoutFreeSampling`), so 1 process, 2 processes or
+    gradient accumulation train on the same completions and compute the same gradient (tested
+    with the clipper's group norms). Rank r holds rows r*n .. r*n+n-1 of the generation batch
+    (accelerate shards the sampler's batches in rank order). vLLM samples with its own seeds.
+
+    `pg_loss` is the step's objective less the KL term, i.e. the clipped policy-gradient loss
+    (token mean, as verl's `actor/pg_loss`). Exact when a step's micro-batches hold equal
+    numbers of completion tokens; otherwise the KL taken off is TRL's mean of the micro-batches'
+    token means, not the step's token mean (the error is kl_coef times their difference)."""
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        if self.use_vllm or self.use_transformers_continuous_batching or images is not None or multimodal_fields:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        device = self.accelerator.device
+        prompts = [torch.tensor(ids) for ids in prompt_ids]
+        input_ids = pad(prompts, self._tokenizer.pad_token_id, "left", self.pad_to_multiple_of).to(device)
+        attention_mask = pad([torch.ones_like(t) for t in prompts], 0, "left", self.pad_to_multiple_of).to(device)
+        first_row = self.accelerator.process_index * len(prompt_ids)
+        sampling = LayoutFreeSampling(
+            [completion_seed(self.args.seed, self.state.global_step, first_row + i) for i in range(len(prompt_ids))],
+            self.temperature, device)
+        greedy = copy.deepcopy(self.generation_config)  # the sampling is LayoutFreeSampling's (top-p/top-k unused)
+        greedy.do_sample, greedy.temperature, greedy.top_p, greedy.top_k = False, None, None, None
+        with (
+            unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                        gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                                        generation_kwargs=self.generation_kwargs,
+                                        gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs) as model,
+            torch.no_grad(),
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=greedy,
+                                       logits_processor=LogitsProcessorList([sampling]))
+        # each completion up to and including its first end-of-sequence token, as TRL keeps it
+        eos = torch.tensor(self.eos_token_ids)
+        completions = []
+        for row in generated[:, input_ids.size(1):].cpu():
+            ends = torch.isin(row, eos).nonzero()
+            completions.append(row[: int(ends[0]) + 1 if len(ends) else len(row)].tolist())
+        return completions, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         kl = self._metrics["train"].get("kl")  # per micro-batch, since the last log
