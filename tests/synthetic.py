@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from aggc import grid
 from aggc.evaluate import eval_settings
 from aggc.identity import cell_id, digest
+from aggc.overrides import quoted
 from aggc.train import rundir
 
 
@@ -19,7 +20,7 @@ def table_plan(table: str, runs_root: Path, *overrides: str):
     """(grid config, table spec, {cell: run dir}, {benchmark: eval config}) of a table's grid
     as `python -m aggc.grid table=<table> <overrides>` plans it. Call inside Hydra's
     `initialize_config_dir(CONF_DIR)`."""
-    cfg = compose("grid", overrides=[f"table={table}", f"runs_root={runs_root}", *overrides])
+    cfg = compose("grid", overrides=[f"table={table}", f"runs_root={quoted(runs_root)}", *overrides])
     spec = OmegaConf.to_container(cfg.table, resolve=True)
     if cfg.tiny:
         spec = grid.tiny_version(spec)

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError
 from .identity import cell_id, layout
+from .overrides import cells_line, quoted
 from .paths import CONF_DIR
 from .train.rundir import atomic_write_text, checkpoint_step
 
@@ -49,7 +50,7 @@ class Cell:
         """The training command's overrides (before the table's `train_args`); the run lands in
         its config's own directory (`aggc.identity`)."""
         return [f"model={self.model}", f"data={self.data}", f"strategy={self.strategy}", f"clip={self.clip}",
-                *(f"{k}={v}" for k, v in self.match), f"seed={self.seed}", f"runs_root={runs_root}"]
+                *(f"{k}={v}" for k, v in self.match), f"seed={self.seed}", f"runs_root={quoted(runs_root)}"]
 
 
 def cell_ids(cfg: DictConfig, spec: dict, grid: list[Cell]) -> dict[Cell, str]:
@@ -200,7 +201,7 @@ def row_command(cfg: DictConfig, spec: dict, row: dict, data: str, cells_left: l
         sys.executable, "-m", "aggc.train", "-m",
         f"model={_sweep(c.model for c in cells_left)}", f"data={data}",
         f"strategy={row['strategy']}", f"clip={row['clip']}", *(f"{k}={v}" for k, v in row.get("match", {}).items()),
-        f"seed={_sweep(c.seed for c in cells_left)}", f"runs_root={Path(cfg.runs_root)}",
+        f"seed={_sweep(c.seed for c in cells_left)}", f"runs_root={quoted(Path(cfg.runs_root))}",
         *extra_args(cfg, spec, "train"), *launcher_overrides(cfg.launcher),
     ]
 
@@ -208,8 +209,8 @@ def row_command(cfg: DictConfig, spec: dict, row: dict, data: str, cells_left: l
 def evaluation_commands(cfg: DictConfig, spec: dict, pending: dict[str, list[Path]]) -> list[list[str]]:
     """One evaluation multirun per benchmark over the runs still missing its result."""
     return [
-        [sys.executable, "-m", "aggc.evaluate", "-m", f"eval={bench}", "run=" + ",".join(f"'{r}'" for r in runs),
-         f"hydra.sweep.dir={Path(cfg.runs_root) / 'eval-jobs' / bench}",
+        [sys.executable, "-m", "aggc.evaluate", "-m", f"eval={bench}", "run=" + ",".join(quoted(r) for r in runs),
+         f"hydra.sweep.dir={quoted(Path(cfg.runs_root) / 'eval-jobs' / bench)}",
          *extra_args(cfg, spec, "eval"), *launcher_overrides(cfg.launcher)]
         for bench, runs in pending.items() if runs
     ]
@@ -254,10 +255,10 @@ def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[list[str]]], list[list[
     extra_train, extra_eval = extra_args(cfg, spec, "train"), extra_args(cfg, spec, "eval")
     train_file, eval_file = plan_dir / f"{spec['name']}.train.txt", plan_dir / f"{spec['name']}.eval.txt"
     def cells_text(cells: list[Cell]) -> str:  # one line of training overrides per cell
-        return "".join(shlex.join(c.train_overrides(runs_root) + extra_train) + "\n" for c in cells)
+        return "".join(cells_line(c.train_overrides(runs_root) + extra_train) for c in cells)
 
     atomic_write_text(train_file, cells_text(todo))
-    atomic_write_text(eval_file, "".join(shlex.join([f"run={r}", f"eval={b}", *extra_eval]) + "\n"
+    atomic_write_text(eval_file, "".join(cells_line([f"run={quoted(r)}", f"eval={b}", *extra_eval])
                                          for b, runs in pending.items() for r in runs))
     print(f"cells files (for slurm/array.sbatch): {train_file} ({len(todo)} lines), {eval_file} "
           f"({sum(map(len, pending.values()))} lines)")
