@@ -67,3 +67,13 @@ def test_sweep_jobs_expand_as_the_basic_sweeper():
     assert all("model=tiny_llama" in j for j in jobs)
     assert {j for job in jobs for j in job if j.startswith("seed=")} == {"seed=0", "seed=1", "seed=2"}
     assert {j for job in jobs for j in job if j.startswith("train.")} == {"train.max_steps=2", "train.max_steps=3"}
+
+
+def test_bad_training_data_fails_before_torch_with_file_line_and_field(tmp_path):
+    """A local training file is read at compose time: a GSM8K row without '####' names its file and line."""
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": "2+2?", "answer": "four"}\n')
+    proc = train("data=gsm8k", f"data.path={data}", f"runs_root={tmp_path / 'runs'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{data}:2: field 'answer'" in proc.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,10 +1,10 @@
 """What the command-line tools share: the config check Hydra runs at compose time.
 
 `CheckConfig` is a Hydra callback (conf/config.yaml, `hydra.callbacks`): it validates the
-composed run config (`aggc.config.validate`) before the job function runs, so before torch and
-transformers are imported (they take 10+ s; a bad value fails in about a second). A multirun
-checks every combination of its sweep before the first job starts, so `-m clip.beta=0.1,1.5`
-trains nothing. A user error prints two lines (key and value, what is allowed, how to fix) and
+composed run config (`aggc.config.validate`) and its local training file (`check_data`)
+before the job function runs, so before torch and transformers are imported (they take 10+ s;
+a bad value fails in about a second). A multirun checks every combination of its sweep before
+the first job starts, so `-m clip.beta=0.1,1.5` trains nothing. A user error prints two lines (key and value, what is allowed, how to fix) and
 exits 2; `HYDRA_FULL_ERROR=1` raises it with its traceback instead.
 """
 
@@ -49,10 +49,16 @@ def fix_hint(message: str, cfg: DictConfig | None = None) -> str:
 
 def fail(err: Exception, cfg: DictConfig | None = None, job: list[str] | None = None) -> None:
     """Report a user error in two lines and exit 2, or re-raise under HYDRA_FULL_ERROR=1."""
+    from .data.formats import DataError
+
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise err
     where = f" (sweep job {' '.join(job)})" if job else ""
-    sys.stderr.write(f"{program()}: invalid config{where}: {err}\n  {fix_hint(str(err), cfg)}\n")
+    if isinstance(err, DataError):
+        hint = "fix: correct that record, or point data.path at another file"
+        sys.stderr.write(f"{program()}: invalid data{where}: {err}\n  {hint}\n")
+    else:
+        sys.stderr.write(f"{program()}: invalid config{where}: {err}\n  {fix_hint(str(err), cfg)}\n")
     sys.stderr.flush()
     sys.exit(2)
 
@@ -77,21 +83,44 @@ def sweep_jobs(cfg: DictConfig) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
+def check_data(cfg: DictConfig, seen: set | None = None) -> None:
+    """Read a local SFT / GRPO training file (`data.kind=jsonl`) as the job will: a malformed
+    line, a missing field or an empty file fails here with its file, line and field, before
+    torch loads. Each distinct file is read once (`seen`) per sweep."""
+    if cfg.data.kind != "jsonl" or cfg.model.get("task") == "seq_cls":
+        return
+    spec = OmegaConf.to_container(cfg.data, resolve=True)
+    key = (spec["path"], spec["format"], spec.get("limit"))
+    if seen is not None and key in seen:
+        return
+    from .data.formats import load_sft_records
+
+    load_sft_records(spec, "train")
+    if seen is not None:
+        seen.add(key)
+
+
 class CheckConfig(Callback):
-    """Validate the run config (every sweep job's, in a multirun) before any job starts."""
+    """Validate the run config and its local training data (every sweep job's, in a
+    multirun) before any job starts."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            validate(task_config(config))
+            task = task_config(config)
+            validate(task)
+            check_data(task)
         except ConfigError as err:
             fail(err, config)
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         from hydra import compose
 
+        seen: set = set()
         for job in sweep_jobs(config):
             composed = compose(config_name, overrides=job, return_hydra_config=True)
             try:
-                validate(task_config(composed))
+                task = task_config(composed)
+                validate(task)
+                check_data(task, seen)
             except ConfigError as err:
                 fail(err, composed, job)

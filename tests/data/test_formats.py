@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from aggc.data import ALPACA_PROMPT, extract_answer, format_prompt, load_sft_records
+from aggc.data.formats import DataError
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -119,5 +120,38 @@ def test_unknown_kind_and_format_name_the_config_key():
 
 def test_missing_file_error_names_the_path(tmp_path):
     missing = tmp_path / "nope.jsonl"
-    with pytest.raises(FileNotFoundError, match=str(missing)):
+    with pytest.raises(DataError, match=f"data.path={missing}: no such file"):
         load_sft_records({"kind": "jsonl", "path": str(missing), "format": "gsm8k"}, "train")
+
+
+GOOD_GSM8K = '{"question": "1+1?", "answer": "1+1=2\\n#### 2"}'
+
+
+@pytest.mark.parametrize("lines, fmt, where, field", [
+    # a malformed line after a blank one: the file's own line number (3), not the record's (2)
+    ([GOOD_GSM8K, "", '{"question": "q", "answer": }'], "gsm8k", ":3:", "not valid JSON"),
+    ([GOOD_GSM8K, '{"question": "q"}'], "gsm8k", ":2:", "field 'answer' missing"),
+    ([GOOD_GSM8K, GOOD_GSM8K, '{"query": "q", "answer": "#### 4"}'], "gsm8k", ":3:", "field 'question' missing"),
+    ([GOOD_GSM8K, '{"question": "q", "answer": "two"}'], "gsm8k", ":2:", "field 'answer' must end with GSM8K's final answer line"),
+    ([GOOD_GSM8K, '{"question": "q", "answer": "#### two"}'], "gsm8k", ":2:", "field 'answer' must end"),
+    (['{"query": "q"}'], "metamathqa", ":1:", "field 'response' missing"),
+    (['["not", "an", "object"]'], "pissa", ":1:", "expected a JSON object"),
+    (['{"conversations": [{"from": "gpt", "value": "hi"}]}'], "wizardlm", ":1:", "no human turn"),
+    ([], "gsm8k", ": no records", "empty data file"),
+    (["", "  "], "gsm8k", ": no records", "empty data file"),
+])
+def test_data_errors_name_file_line_and_field(tmp_path, lines, fmt, where, field):
+    """A record that cannot train fails when the data is read (before any model is built),
+    with the file, its line and the field: never a bare KeyError or a silent wrong answer."""
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + ("\n" if lines else ""))
+    with pytest.raises(DataError) as err:
+        load_sft_records({"kind": "jsonl", "path": str(path), "format": fmt}, "train")
+    assert str(err.value).startswith(f"{path}{where}") and field in str(err.value), str(err.value)
+
+
+def test_json_file_error_names_its_line(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text('[\n  {"question": "q", "answer": "#### 1"},\n  {"question": "q" "answer": "#### 2"}\n]\n')
+    with pytest.raises(DataError, match=f"^{path}:3: not valid JSON"):
+        load_sft_records({"kind": "jsonl", "path": str(path), "format": "gsm8k"}, "train")

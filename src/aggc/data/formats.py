@@ -12,8 +12,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-import datasets
-
+from aggc.config import ConfigError
 from aggc.data import arith
 
 # The authors' template (PiSSA / Alpaca, no input field), verbatim.
@@ -26,8 +25,27 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 
 
+class DataError(ConfigError):
+    """A data file or record that cannot train: the message names the file, the line and the
+    field, and it is raised before any model is built (Hydra prints it without a traceback)."""
+
+
+# verl's example prompts (Table 5's RLVR; the paper does not show its prompts): the question, a
+# space, then the data's instruction, as the user turn of the chat template
+# (verl-project/verl: examples/data_preprocess/gsm8k.py and math_dataset.py).
+VERL_INSTRUCTIONS = {
+    "gsm8k": 'Let\'s think step by step and output the final answer after "####".',
+    "math": "Let's think step by step and output the final answer within \\boxed{}.",
+}
+
+
 def format_prompt(instruction: str) -> str:
     return ALPACA_PROMPT.format(instruction=instruction)
+
+
+def verl_prompt(question: str, kind: str) -> str:
+    """verl's example prompt for a `gsm8k` (answer after "####") or `math` (in \\boxed{}) question."""
+    return f"{question} {VERL_INSTRUCTIONS[kind]}"
 
 
 def extract_answer(text: str) -> str | None:
@@ -48,8 +66,11 @@ def _with_answer(instruction: str, output: str) -> dict:
 def from_gsm8k(record: dict) -> dict:
     """GSM8K ends with "#### N" and carries <<a+b=c>> calculator notes; rewrite
     it the way MetaMathQA does so all math data ends with "The answer is: N"."""
-    solution, _, final = record["answer"].rpartition("####")
+    solution, marker, final = record["answer"].rpartition("####")
     answer = final.strip().replace(",", "")
+    if not marker or not _NUMBER.fullmatch(answer):
+        raise ValueError("field 'answer' must end with GSM8K's final answer line '#### <number>', "
+                         f"got {record['answer'][-60:]!r}")
     steps = _CALCULATOR.sub("", solution).strip()
     return {"instruction": record["question"], "output": f"{steps}\n{ANSWER_MARKER}{answer}", "answer": answer}
 
@@ -104,25 +125,70 @@ CONVERTERS: dict[str, Callable[[dict], dict]] = {
 }
 
 
-def convert(records, fmt: str, limit: int | None = None) -> list[dict]:
+# The fields each source format reads from a record (its converter's inputs).
+REQUIRED_FIELDS = {
+    "arith": ("question", "output", "answer"),
+    "gsm8k": ("question", "answer"),
+    "math": ("problem", "solution"),
+    "metamathqa": ("query", "response"),
+    "pissa": ("instruction", "output"),
+    "codefeedback": ("query", "answer"),
+    "wizardlm": ("conversations",),
+}
+
+
+def convert(records, fmt: str, limit: int | None = None, source: str = "data", where=None) -> list[dict]:
+    """Records of source format `fmt` as `{instruction, output[, answer]}`. A record that is not
+    one (a missing field, a GSM8K answer without '####') raises `DataError` naming
+    `source`, the record's place (`where(i)`: ":<line>"; else its index) and the field."""
     if fmt not in CONVERTERS:
-        raise ValueError(f"unknown data.format {fmt!r}; expected one of {sorted(CONVERTERS)}")
-    converter = CONVERTERS[fmt]
+        raise ConfigError(f"data.format={fmt!r}: must be one of {', '.join(sorted(CONVERTERS))}")
+    converter, required = CONVERTERS[fmt], REQUIRED_FIELDS[fmt]
     out = []
-    for record in records:
+    for i, record in enumerate(records):
         if limit is not None and len(out) >= limit:
             break
-        out.append(converter(record))
+        place = where(i) if where else f", record {i + 1}"
+        if not isinstance(record, dict):
+            raise DataError(f"{source}{place}: expected a JSON object with fields {', '.join(required)}, got {type(record).__name__}")
+        missing = [f for f in required if record.get(f) is None]
+        if missing:
+            raise DataError(f"{source}{place}: field {missing[0]!r} missing (data.format={fmt} reads {', '.join(required)}; "
+                            f"the record has {', '.join(record) or 'no fields'})")
+        try:
+            out.append(converter(record))
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{source}{place}: {err} (data.format={fmt})") from err
+    if not out:
+        raise DataError(f"{source}: no records (data.format={fmt}): an empty data file or split cannot train")
     return out
 
 
-def _read_json_records(path: Path) -> list[dict]:
+def _read_json_records(path: Path) -> tuple[list, list[int]]:
+    """The records of a .json (one list) or .jsonl file and the line each starts on; a line
+    that is not JSON raises `DataError` with its file and line."""
     if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+        raise DataError(f"data.path={path}: no such file")
+    text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
-        return json.loads(path.read_text())
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+        try:
+            records = json.loads(text) if text.strip() else []
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+        if not isinstance(records, list):
+            raise DataError(f"{path}: a .json data file holds one list of records, got {type(records).__name__}")
+        return records, []
+    records, lines = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: not valid JSON ({err.msg}, column {err.colno}); a .jsonl file holds "
+                            "one JSON object per line") from None
+        lines.append(number)
+    return records, lines
 
 
 def load_sft_records(spec: dict, split: str) -> list[dict]:
@@ -139,11 +205,16 @@ def load_sft_records(spec: dict, split: str) -> list[dict]:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         return convert(arith.generate(sizes[split], spec["seed"], split), "arith")
     if kind == "jsonl":
-        return convert(_read_json_records(Path(spec["path"])), spec["format"], spec.get("limit"))
+        path = Path(spec["path"])
+        records, lines = _read_json_records(path)
+        where = (lambda i: f":{lines[i]}") if lines else None
+        return convert(records, spec["format"], spec.get("limit"), source=str(path), where=where)
     if kind == "hub":
+        import datasets  # here: reading a local file needs no `datasets` (the compose-time check reads it, aggc.cli)
+
         # `data_dir` is how the authors select a PiSSA sub-task (e.g. "metamath").
         dataset = datasets.load_dataset(
             spec["hub_id"], spec.get("subset"), data_dir=spec.get("data_dir"), split=spec["split"]
         )
-        return convert(dataset, spec["format"], spec.get("limit"))
+        return convert(dataset, spec["format"], spec.get("limit"), source=f"{spec['hub_id']} split {spec['split']}")
     raise ValueError(f"unknown data.kind {kind!r}; expected 'arith', 'jsonl' or 'hub'")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datasets
-
 from aggc.data.formats import format_prompt
 
 IGNORE_INDEX = -100
@@ -30,8 +28,10 @@ def tokenize_example(instruction: str, output: str, tokenizer, max_length: int, 
     return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
 
 
-def tokenize_for_sft(records: list[dict], tokenizer, max_length: int, chat_template: bool = False) -> datasets.Dataset:
+def tokenize_for_sft(records: list[dict], tokenizer, max_length: int, chat_template: bool = False) -> "datasets.Dataset":
     """Dataset of input_ids/attention_mask/labels, ready for DataCollatorForSeq2Seq."""
+    import datasets  # here, not at the top: the training command checks its data before this import (aggc.cli)
+
     rows = [tokenize_example(r["instruction"], r["output"], tokenizer, max_length, chat_template) for r in records]
     columns = ("input_ids", "attention_mask", "labels")
     return datasets.Dataset.from_dict({c: [row[c] for row in rows] for c in columns})
