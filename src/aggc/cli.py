@@ -1,11 +1,12 @@
 """What the command-line tools share: the config check Hydra runs at compose time.
 
 `CheckConfig` is a Hydra callback (conf/config.yaml, `hydra.callbacks`): it validates the
-composed run config (`aggc.config.validate`) and its local training file (`check_data`)
-before the job function runs, so before torch and transformers are imported (they take 10+ s;
-a bad value fails in about a second). A multirun checks every combination of its sweep before
-the first job starts, so `-m clip.beta=0.1,1.5` trains nothing. A user error prints two lines (key and value, what is allowed, how to fix) and
-exits 2; `HYDRA_FULL_ERROR=1` raises it with its traceback instead.
+composed run config (`aggc.config.validate`), its local training file (`check_data`) and its
+hub model (`check_model`) before the job function runs, so before torch and transformers are
+imported (they take 10+ s; a bad value fails in about a second). A multirun checks every
+combination of its sweep before the first job starts, so `-m clip.beta=0.1,1.5` trains
+nothing. A user error prints two lines (key and value, what is allowed, how to fix) and exits
+2; `HYDRA_FULL_ERROR=1` raises it with its traceback instead.
 """
 
 from __future__ import annotations
@@ -100,6 +101,14 @@ def check_data(cfg: DictConfig, seen: set | None = None) -> None:
         seen.add(key)
 
 
+def check_model(cfg: DictConfig) -> None:
+    """A hub checkpoint must be loadable here (offline: in the local cache), `aggc.hub`."""
+    if cfg.model.kind == "hub":
+        from .hub import check_hub_model
+
+        check_hub_model(cfg.model.hub_id, cfg.model.get("revision"))
+
+
 class CheckConfig(Callback):
     """Validate the run config and its local training data (every sweep job's, in a
     multirun) before any job starts."""
@@ -109,6 +118,7 @@ class CheckConfig(Callback):
             task = task_config(config)
             validate(task)
             check_data(task)
+            check_model(task)
         except ConfigError as err:
             fail(err, config)
 
@@ -122,5 +132,6 @@ class CheckConfig(Callback):
                 task = task_config(composed)
                 validate(task)
                 check_data(task, seen)
+                check_model(task)
             except ConfigError as err:
                 fail(err, composed, job)

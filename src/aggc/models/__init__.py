@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from aggc.hub import hub_error
 from aggc.models.tiny import build_tiny_llama, load_tiny, pretrained_tiny_base, tiny_deberta_base, train_tokenizer
 
 __all__ = ["build_tiny_llama", "load_classifier_and_tokenizer", "load_model_and_tokenizer", "pretrained_tiny_base",
@@ -42,8 +43,11 @@ def load_model_and_tokenizer(spec: dict, cache_dir: Path):
     if kind == "hub":
         dtype = _dtype(spec)
         revision = spec.get("revision")
-        model = AutoModelForCausalLM.from_pretrained(spec["hub_id"], dtype=dtype, revision=revision)
-        tokenizer = AutoTokenizer.from_pretrained(spec["hub_id"], revision=revision)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(spec["hub_id"], dtype=dtype, revision=revision)
+            tokenizer = AutoTokenizer.from_pretrained(spec["hub_id"], revision=revision)
+        except OSError as err:  # not found, gated, offline without it: the id and how to provide it
+            raise hub_error(spec["hub_id"], err) from err
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return model, tokenizer
@@ -86,8 +90,13 @@ def load_classifier_and_tokenizer(spec: dict, cache_dir: Path, num_labels: int, 
         overrides |= {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
     if spec.get("dropout") is not None:  # null: the checkpoint's own
         overrides |= {"hidden_dropout_prob": spec["dropout"], "attention_probs_dropout_prob": spec["dropout"]}
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=num_labels, dtype=_dtype(spec), revision=revision, **overrides
-    )
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=num_labels, dtype=_dtype(spec), revision=revision, **overrides
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    except OSError as err:
+        if kind != "hub":
+            raise
+        raise hub_error(source, err) from err
     return model, tokenizer

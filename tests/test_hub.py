@@ -1,0 +1,51 @@
+"""A hub model that cannot load here fails at compose time with its id and how to provide it."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from aggc.config import ConfigError
+from aggc.paths import ROOT
+
+
+def test_offline_missing_hub_model_fails_fast_with_its_id_and_how_to_provide_it(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run([sys.executable, "-m", "aggc.train", "model=llama2_7b", f"runs_root={tmp_path / 'runs'}"],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 2
+    for part in ("meta-llama/Llama-2-7b-hf", "hf auth login", str(tmp_path / "hub"), "model.kind"):
+        assert part in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def _cached(cache, hub_id: str, revision: str = "main") -> None:
+    """A checkpoint in huggingface_hub's cache layout (refs/<rev> -> snapshots/<commit>/)."""
+    repo = cache / f"models--{hub_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / revision).write_text("a" * 40)
+    (repo / "snapshots" / ("a" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("a" * 40) / "config.json").write_text("{}")
+
+
+@pytest.mark.parametrize("offline", ["1", "0"])
+def test_check_passes_for_a_cached_model_and_online(tmp_path, offline):
+    """Cached: passes offline. Missing: refused offline only (online, from_pretrained downloads)."""
+    _cached(tmp_path, "org/present")
+    code = ("import sys\nfrom aggc.hub import check_hub_model\nfrom aggc.config import ConfigError\n"
+            "check_hub_model('org/present')\n"
+            "try:\n    check_hub_model('org/absent')\nexcept ConfigError as e:\n    print('refused', e)\nelse:\n    print('passed')\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": offline, "HF_HUB_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("refused model.hub_id=org/absent" if offline == "1" else "passed"), proc.stdout
+
+
+def test_hub_error_names_the_id():
+    from aggc.hub import hub_error
+
+    err = hub_error("org/gated", OSError("You are trying to access a gated repo.\nMore lines"))
+    assert isinstance(err, ConfigError) and "org/gated" in str(err) and "gated repo" in str(err) and "More" not in str(err)
