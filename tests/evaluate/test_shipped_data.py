@@ -4,13 +4,17 @@ the lm-eval task files under evaluation/ find them on their own, as plain
 `lm_eval --include_path evaluation --tasks aggc_gsm8k ...` run from the repository root does."""
 
 import hashlib
+import subprocess
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from aggc.data.formats import ANSWER_MARKER
+from aggc.data.glue import check_source
 from aggc.evaluate.scorers import gsm8k_reference_correct
+from aggc.grid import tiny_version
 from aggc.paths import CONF_DIR, ROOT
 
 DATA = ROOT / "data"
@@ -35,7 +39,15 @@ SHA256 = {  # as each folder's README records them
     "mt_bench/judge_prompts.jsonl": "fd283293406d024f44c174b094ef48031d0687a4682fd3a56b29b138f80281b6",
     "mt_bench/reference_answer/gpt-4.jsonl": "f957a5bc977badb66885ec970e6cd08527845780313f0995764260e5777b9b3f",
 }
-GLUE_LOCAL = ["glue_cola_local", "glue_sst2_local", "glue_stsb_local", "glue_rte_local"]
+GLUE_LOCAL = ["glue_qnli_local", "glue_cola_local", "glue_sst2_local", "glue_stsb_local", "glue_rte_local"]
+GLUE_SHA256 = {  # as data/glue/README.md records them (QNLI: the one GLUE task shipped)
+    "QNLI/dev_first2000.tsv": "6cf12bfdb87d81c3e2fd4dcb1b17ccc43bd2e3888f0cb4c8706028a70f89171f",
+    "QNLI/dev_rest.tsv": "e438c0b365c1011c1e59604954269b4800440b98e4a900fff168b7c6692dcbae",
+}
+# the grids a clone runs without a cluster: every table's tiny version, and the demos
+OFFLINE_GRIDS = [*((t.stem, True) for t in sorted((CONF_DIR / "table").glob("*.yaml")) if "\ntiny:" in t.read_text()),
+                 ("demo", False), ("demo_real", False), ("demo_real_grpo", False)]
+
 
 
 def configured(group: str, option: str) -> dict:
@@ -55,7 +67,8 @@ def test_defaults_name_the_shipped_files(group, option, key, file, monkeypatch, 
 
 
 def test_glue_local_configs_read_data_glue(monkeypatch):
-    """Not shipped (data/glue/README.md says why), but looked for in the repository too."""
+    """QNLI shipped, the others not (data/glue/README.md says why) but looked for in the
+    repository too."""
     monkeypatch.delenv("AGGC_DATA_DIR", raising=False)
     assert {Path(configured("data", name).root) for name in GLUE_LOCAL} == {DATA / "glue"}
 
@@ -65,6 +78,57 @@ def test_shipped_files_are_the_documented_ones():
     for file, digest in SHA256.items():
         assert hashlib.sha256((DATA / file).read_bytes()).hexdigest() == digest, file
         assert file.split("/")[0] in (DATA / "README.md").read_text()
+
+
+def test_shipped_glue_files_are_the_documented_ones():
+    """Under data/glue only QNLI is in git (the other task folders are ignored)."""
+    for file, digest in GLUE_SHA256.items():
+        assert hashlib.sha256((DATA / "glue" / file).read_bytes()).hexdigest() == digest, file
+        assert digest in (DATA / "glue" / "README.md").read_text()
+    tracked = subprocess.run(["git", "ls-files", "data/glue"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert set(tracked.stdout.split()) == {"data/glue/.gitignore", "data/glue/README.md", *(f"data/glue/{f}" for f in GLUE_SHA256)}
+
+
+def local_paths(node) -> list[Path]:
+    """Every absolute path a resolved config names (data files, folders)."""
+    if isinstance(node, dict):
+        return [p for v in node.values() for p in local_paths(v)]
+    if isinstance(node, list):
+        return [p for v in node for p in local_paths(v)]
+    return [Path(node)] if isinstance(node, str) and node.startswith("/") else []
+
+
+@pytest.mark.parametrize("group", ["data", "eval"])
+def test_no_default_names_a_folder_outside_the_repository(group, monkeypatch, tmp_path):
+    """With AGGC_DATA_DIR unset and the command started elsewhere, every path any data or
+    eval config names by default is inside the repository (no ../shared beside a clone)."""
+    monkeypatch.delenv("AGGC_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
+        paths = local_paths(OmegaConf.to_container(configured(group, option), resolve=True))
+        assert all(path.is_relative_to(ROOT) for path in paths), (option, paths)
+
+
+@pytest.mark.parametrize("table, tiny", OFFLINE_GRIDS)
+def test_offline_grids_find_their_data_in_the_repository(table, tiny, monkeypatch, tmp_path):
+    """Every training set and benchmark of a grid run without a cluster (`make <table> TINY=1`,
+    the demos) resolves, AGGC_DATA_DIR unset, to files of the repository that exist: a clone
+    alone runs them."""
+    monkeypatch.delenv("AGGC_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        spec = OmegaConf.to_container(compose("tables", overrides=[f"table={table}"]).table)
+    spec = tiny_version(spec) if tiny else spec
+    for data, benchmarks in spec["grid"]["datasets"].items():
+        cfg = OmegaConf.to_container(configured("data", data), resolve=True)
+        assert cfg["kind"] != "hub", f"table={table}: data={data} needs the hub"
+        if cfg["kind"] == "tsv":
+            check_source(cfg)  # raises on a missing file
+        files = [*local_paths(cfg), *(p for b in benchmarks for p in local_paths(
+            OmegaConf.to_container(configured("eval", b), resolve=True)))]
+        assert all(f.is_relative_to(ROOT) and f.exists() for f in files), (data, files)
+        if cfg["kind"] == "tsv":
+            assert Path(cfg["root"]).is_relative_to(ROOT)
 
 
 @pytest.fixture
