@@ -25,21 +25,22 @@ def plan(runs_root, *overrides):
 
 def test_dry_run_lists_the_table1_grid_and_runs_nothing(tmp_path):
     """3 models x 4 rows (incl. LoRA without clipping) x 3 training sets x 3 seeds = 108
-    training cells; each evaluated on its training set's benchmarks (2+2+1) -> 180."""
+    training cells; each evaluated on its training set's benchmarks (3+2+1: MetaMathQA's
+    runs on GSM8K, MATH and MATH-500) -> 216."""
     out = plan(tmp_path)
-    assert "= 108 training cells, 180 evaluations" in out
-    assert "to do: 108 of 108 training cells, 180 of 180 evaluations" in out
+    assert "= 108 training cells, 216 evaluations" in out
+    assert "to do: 108 of 108 training cells, 216 of 216 evaluations" in out
     cell_lines = [line for line in out.splitlines() if " seed " in line and "train:" in line]
     assert len(cell_lines) == 108
     assert sum("LoRA (no clip)" in line for line in cell_lines) == 27
-    assert sum(line.count(" to run") for line in cell_lines) == 108 + 180
+    assert sum(line.count(" to run") for line in cell_lines) == 108 + 216
     # one training multirun per row and training set, one evaluation multirun per benchmark
-    assert out.count("would run: -m aggc.train -m") == 4 * 3 and out.count("would run: -m aggc.evaluate -m") == 5
+    assert out.count("would run: -m aggc.train -m") == 4 * 3 and out.count("would run: -m aggc.evaluate -m") == 6
     assert "eval=mt_bench 'run=<36 runs>'" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan"]  # nothing trained, nothing evaluated
     train_cells = (tmp_path / "plan" / "table1.train.txt").read_text().splitlines()
-    assert len(train_cells) == 108 and len((tmp_path / "plan" / "table1.eval.txt").read_text().splitlines()) == 180
-    assert train_cells[0] == f"model=llama2_7b data=metamathqa strategy=full_ft clip=global seed=0 \"runs_root='{tmp_path}'\" train=paper_sft"
+    assert len(train_cells) == 108 and len((tmp_path / "plan" / "table1.eval.txt").read_text().splitlines()) == 216
+    assert train_cells[0] == f"model=llama2_7b data=metamathqa strategy=full_ft clip=global seed=0 runs_root={tmp_path} train=paper_sft"
 
 
 def test_finished_cells_are_skipped_and_interrupted_ones_resume(tmp_path):
@@ -63,7 +64,7 @@ def test_finished_cells_are_skipped_and_interrupted_ones_resume(tmp_path):
     (partial / "checkpoints" / "checkpoint-1000").mkdir()
 
     out = plan(tmp_path)
-    assert "to do: 106 of 108 training cells, 179 of 180 evaluations" in out
+    assert "to do: 106 of 108 training cells, 215 of 216 evaluations" in out
     line = next(li for li in out.splitlines() if li.split()[:2] == ["mistral_7b", "metamathqa"] and "AGGC" in li and "seed 1" in li)
     assert "train: done" in line and "gsm8k done" in line and "math to run" in line
     line = next(li for li in out.splitlines() if li.split()[:2] == ["llama2_7b", "metamathqa"] and "AGGC" in li and "seed 0" in li)
@@ -74,8 +75,8 @@ def test_finished_cells_are_skipped_and_interrupted_ones_resume(tmp_path):
     assert "model=mistral_7b data=metamathqa strategy=aggc clip=aggc seed=1 " not in train_cells
     assert "model=gemma_7b data=wizardlm strategy=lora clip=none seed=2 " in train_cells
     evals_file = (tmp_path / "plan" / "table1.eval.txt").read_text()
-    assert f"\"run='{done}'\" eval=gsm8k" not in evals_file and f"\"run='{done}'\" eval=math" in evals_file
-    assert f"\"run='{dirs[other]}'\" eval=gsm8k" in evals_file
+    assert f"run={done} eval=gsm8k" not in evals_file and f"run={done} eval=math" in evals_file
+    assert f"run={dirs[other]} eval=gsm8k" in evals_file
 
 
 def test_slurm_launchers_and_a_bad_launcher(tmp_path):

@@ -21,7 +21,7 @@ DATA = ROOT / "data"
 # config group, option, key -> the shipped file it names by default
 DEFAULTS = [
     ("eval", "gsm8k", "data", "gsm8k/test.jsonl"),
-    ("eval", "math", "data", "math500/test.jsonl"),
+    ("eval", "math500", "data", "math500/test.jsonl"),
     ("eval", "humaneval", "data", "humaneval/HumanEval.jsonl"),
     ("eval", "mbpp", "data", "mbpp/mbpp.jsonl"),
     ("eval", "mt_bench", "questions", "mt_bench/question.jsonl"),

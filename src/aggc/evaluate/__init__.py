@@ -51,7 +51,10 @@ def check_inputs(cfg: DictConfig) -> tuple[Path, Path]:
 
         glue.check_inputs(cfg, run)
     elif cfg.eval.kind == "lm_eval":
-        if cfg.eval.data != "arith" and not Path(cfg.eval.data).exists():
+        if cfg.eval.data == "hub":
+            if not cfg.eval.get("hub") or not cfg.eval.hub.get("path"):
+                raise ConfigError(f"eval={cfg.eval.name}: eval.data=hub needs eval.hub.path (and split)")
+        elif cfg.eval.data != "arith" and not Path(cfg.eval.data).exists():
             raise FileNotFoundError(f"eval.data={cfg.eval.data}: no such data file")
         if not (EVALUATION_DIR / cfg.eval.task).exists():
             raise FileNotFoundError(f"eval.task={cfg.eval.task}: no such task definition under {EVALUATION_DIR}")
@@ -61,7 +64,10 @@ def check_inputs(cfg: DictConfig) -> tuple[Path, Path]:
 
 
 def data_file(cfg: DictConfig, out_dir: Path) -> Path:
-    """The benchmark's JSON-lines file; `arith` writes its held-out split in GSM8K's format."""
+    """The benchmark's JSON-lines file; `arith` writes its held-out split in GSM8K's format,
+    `hub` (the full MATH test) the hub's split in the fields of the shipped file."""
+    if cfg.eval.data == "hub":
+        return hub_file(cfg, out_dir)
     if cfg.eval.data != "arith":
         return Path(cfg.eval.data).resolve()
     from ..data import arith
@@ -73,6 +79,37 @@ def data_file(cfg: DictConfig, out_dir: Path) -> Path:
         lines = [json.dumps({"question": r["question"], "answer": f"{r['output']}\n#### {r['answer']}"}) for r in rows]
         atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def hub_file(cfg: DictConfig, out_dir: Path) -> Path:
+    """`eval.hub`'s split written once as JSON lines (`eval.hub.format`: `math`, MATH in
+    MATH-500's fields), so the task file reads it as it reads the shipped data."""
+    import datasets
+
+    hub = cfg.eval.hub
+    path = out_dir / "data" / f"{hub.path.replace('/', '--')}-{hub.split}.jsonl"
+    if not path.exists():
+        try:
+            rows = datasets.load_dataset(hub.path, hub.get("name"), split=hub.split)
+        except Exception as e:  # offline, or a gated / renamed dataset
+            raise FileNotFoundError(f"eval={cfg.eval.name}: cannot load {hub.path} ({hub.split}) from the hub: {e}"
+                                    + (" (offline: eval=math500 is the shipped MATH-500)" if cfg.eval.name == "math" else "")) from e
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in HUB_FORMATS[hub.format](rows)))
+    return path
+
+
+def math_records(rows) -> list[dict]:
+    """Hendrycks MATH rows (problem, solution, level, type) in MATH-500's fields: the answer is
+    the solution's last \\boxed{} (lm-eval's hendrycks_math extraction; it gives MATH-500's
+    own `answer` for all 500 of its problems)."""
+    from lm_eval.tasks.hendrycks_math.utils import last_boxed_only_string, remove_boxed
+
+    return [{"problem": r["problem"], "solution": r["solution"], "answer": remove_boxed(last_boxed_only_string(r["solution"])),
+             "subject": r["type"], "level": r["level"]} for r in rows]
+
+
+HUB_FORMATS = {"math": math_records}
 
 
 def task_config(cfg: DictConfig, data: Path) -> dict:
