@@ -40,7 +40,7 @@ def test_dry_run_lists_the_table1_grid_and_runs_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan"]  # nothing trained, nothing evaluated
     train_cells = (tmp_path / "plan" / "table1.train.txt").read_text().splitlines()
     assert len(train_cells) == 108 and len((tmp_path / "plan" / "table1.eval.txt").read_text().splitlines()) == 216
-    assert train_cells[0] == f"model=llama2_7b data=metamathqa strategy=full_ft clip=global seed=0 runs_root={tmp_path} train=paper_sft"
+    assert train_cells[0] == f"model=llama2_7b data=metamathqa strategy=full_ft clip=global seed=0 \"runs_root='{tmp_path}'\" train=paper_sft"
 
 
 def test_finished_cells_are_skipped_and_interrupted_ones_resume(tmp_path):
@@ -75,8 +75,8 @@ def test_finished_cells_are_skipped_and_interrupted_ones_resume(tmp_path):
     assert "model=mistral_7b data=metamathqa strategy=aggc clip=aggc seed=1 " not in train_cells
     assert "model=gemma_7b data=wizardlm strategy=lora clip=none seed=2 " in train_cells
     evals_file = (tmp_path / "plan" / "table1.eval.txt").read_text()
-    assert f"run={done} eval=gsm8k" not in evals_file and f"run={done} eval=math" in evals_file
-    assert f"run={dirs[other]} eval=gsm8k" in evals_file
+    assert f"\"run='{done}'\" eval=gsm8k" not in evals_file and f"\"run='{done}'\" eval=math" in evals_file
+    assert f"\"run='{dirs[other]}'\" eval=gsm8k" in evals_file
 
 
 def test_slurm_launchers_and_a_bad_launcher(tmp_path):
