@@ -12,6 +12,7 @@ before a model is loaded.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..train.rundir import (acquire, atomic_write_text, git_state, is_completed,
                             release)
 from .scorers import gsm8k_reference_correct
 
+log = logging.getLogger(__name__)
 EVALUATION_DIR = ROOT / "evaluation"
 BACKENDS = ("hf", "vllm")
 # Scorers applied after lm-eval to the raw response (`eval.reference`): the authors' own rules.
@@ -136,13 +138,40 @@ def load_backend(cfg: DictConfig, final: Path):
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
 
 
+# Eval kinds that generate `max_gen_toks` new tokens after a prompt, within the model's context.
+GENERATING = ("lm_eval", "mt_bench")
+
+
+def context_length(final: Path) -> int | None:
+    """The model's context in tokens, from its config.json (None when it names none)."""
+    try:
+        config = json.loads((final / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
+
+
+def generation_tokens(cfg: DictConfig, run: Path) -> int:
+    """`max_gen_toks`, clamped to half the model's context so a prompt still fits (the default
+    1024 is the authors' 7B setting; `make train`'s tiny model has 256 positions, and
+    generation past them fails after the model loads). Part of `eval_settings`, so a table
+    expects the clamped value exactly as the evaluation records it."""
+    context = context_length(run / "final") if cfg.eval.kind in GENERATING else None
+    if context is not None and cfg.max_gen_toks > context // 2:
+        return context // 2
+    return cfg.max_gen_toks
+
+
 def eval_settings(cfg: DictConfig, run: Path) -> dict:
     """Everything of the evaluation config that can change a score (`eval.limit` included);
     `chat_template: null` resolved as `evaluate` resolves it, from the run's config."""
     chat_template = cfg.chat_template
     if chat_template is None and (run / "config.yaml").exists():
         chat_template = bool(OmegaConf.load(run / "config.yaml").model.get("chat_template", False))
-    return portable({"eval": OmegaConf.to_container(cfg.eval, resolve=True), "max_gen_toks": cfg.max_gen_toks,
+    return portable({"eval": OmegaConf.to_container(cfg.eval, resolve=True), "max_gen_toks": generation_tokens(cfg, run),
                      "chat_template": chat_template, "backend": cfg.backend, "seed": cfg.seed})
 
 
@@ -161,6 +190,12 @@ def evaluate(cfg: DictConfig) -> Path:
     run, final = check_inputs(cfg)
     if not is_completed(run):
         raise FileNotFoundError(f"run={run}: not COMPLETED; evaluate a finished run")
+    budget = generation_tokens(cfg, run)
+    if budget != cfg.max_gen_toks:
+        log.warning("max_gen_toks=%d does not fit the model's context of %d tokens (%s): generating at most %d, half "
+                    "the context, leaving the rest for the prompt; pass max_gen_toks=<n> to choose", cfg.max_gen_toks,
+                    context_length(final), final / "config.json", budget)
+        cfg.max_gen_toks = budget
     path = run / "eval" / f"{cfg.eval.name}.json"
     if is_fresh(path, run, eval_settings(cfg, run)) and not cfg.force:
         return path  # done before, read only; `force=true` evaluates again (generations come from the cache)
