@@ -1,5 +1,6 @@
 """Entry point of the training stage (Hydra): one run, or a sweep with `-m`."""
 
+import os
 from pathlib import Path
 
 import hydra
@@ -10,8 +11,23 @@ from ..paths import CONF_DIR
 from . import run
 
 
+def distributed_from_slurm() -> None:
+    """A Slurm job step of several tasks (the Slurm launcher's `tasks_per_node`, a table row's
+    `resources.gpus`; or `srun` in slurm/array.sbatch) is one torch.distributed job, a
+    process per task: submitit's helper exports MASTER_ADDR/PORT, RANK, WORLD_SIZE and
+    LOCAL_RANK from Slurm's variables, and the Trainer (accelerate) initialises the process
+    group from them (env://), as under torchrun. Each task keeps every GPU of its node and
+    takes `cuda:LOCAL_RANK`. Nothing to do under torchrun (RANK set) or with one task."""
+    env = os.environ
+    if "SLURM_STEP_ID" in env and int(env.get("SLURM_NTASKS", "1")) > 1 and "RANK" not in env:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    distributed_from_slurm()
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
