@@ -85,10 +85,12 @@ demo-real-grpo: setup
 #   table5   RLVR: Base / GRPO / GRPO+AGGC on GSM8K and MATH (+ reward, KL, PG-loss figure)
 #   table8   peak GPU memory of GRPO vs GRPO+AGGC (the table5 runs)
 #   figure6  LoRA vs AGGC over LoRA ranks 1..128 (table and line plot)
+#   figure1  up_proj gradient norm, LoRA vs AGGC; figure2 every group's norm under LoRA;
+#   figure7  every group's norm, LoRA vs AGGC: drawn from the Table 1 runs' metrics.jsonl
 # DRY_RUN=1 prints the plan and writes the cells files; LAUNCHER=slurm submits each multirun
 # as one Slurm array job; TINY=1 runs the table's `tiny` section on the embedded tiny model
 # (CPU, minutes; its results go to runs/tiny and results/tiny).
-PAPER_TARGETS := table1 table2 table3 table4 table5 table8 figure6
+PAPER_TARGETS := table1 table2 table3 table4 table5 table8 figure6 figure1 figure2 figure7
 .PHONY: $(PAPER_TARGETS)
 DRY_RUN ?=
 TINY ?=

@@ -25,7 +25,7 @@ import yaml
 from scipy import stats
 
 from ..identity import cell_id, layout
-from .figures import group_norm_figure, grpo_figure, sweep_figure
+from .figures import group_norm_figure, grpo_figure, norm_figure, sweep_figure
 
 MISSING = "—"
 GUARD_ONLY = "guard-only"  # aggc.evaluate.sandbox.GUARD_ONLY (not imported: that package loads torch)
@@ -289,7 +289,11 @@ def render(spec: dict, records: list[dict], paper_dir: Path, out_dir: Path) -> d
     with open(paths["csv"], "w", newline="") as f:
         csv.writer(f).writerows(csv_rows(spec, rows))
     figure = spec.get("figure")
-    if figure and figure.get("kind", "group_norms") == "sweep":
+    if figure and figure.get("kind") == "norms":  # Figures 1, 2, 7: a row of panels per model
+        runs = {m: dict(found) for m in spec["models"] if (found := figure_panels(spec, records, m))}
+        if runs:
+            paths["png"] = norm_figure(runs, figure, out_dir / figure["file"])
+    elif figure and figure.get("kind", "group_norms") == "sweep":
         paths["png"] = sweep_figure(sweep_panels(spec, rows), figure["x_label"], out_dir / figure["file"])
     elif figure:
         panels = figure_panels(spec, records)
@@ -323,11 +327,11 @@ def sweep_panels(spec: dict, rows: list[dict]) -> list[dict]:
     return panels
 
 
-def figure_panels(spec: dict, records: list[dict]) -> list[tuple[str, Path]]:
-    """(label, run dir) of each figure panel: the first model, the figure's seed."""
+def figure_panels(spec: dict, records: list[dict], model: str | None = None) -> list[tuple[str, Path]]:
+    """(label, run dir) of each figure panel: `model` (default: the first), the figure's seed."""
     figure, panels = spec["figure"], []
     for panel in figure["panels"]:
-        runs = sorted({r["run"] for r in records if row_matches(r, spec["models"][0], panel) and r["seed"] == figure["seed"]})
+        runs = sorted({r["run"] for r in records if row_matches(r, model or spec["models"][0], panel) and r["seed"] == figure["seed"]})
         if runs:
             panels.append((panel["label"], Path(runs[0])))
     return panels if len(panels) == len(figure["panels"]) else []

@@ -91,3 +91,60 @@ def grpo_figure(runs: list[tuple[str, Path]], out: Path) -> Path:
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+
+# metrics.jsonl key, legend words and line style of each norm a `kind: norms` figure can draw
+NORMS = {"pre": ("norms", "before clipping", ":"), "post": ("post_norms", "after clipping", "-")}
+
+
+def norm_lines(runs: dict[str, dict[str, Path]], figure: dict) -> dict[tuple[str, str | None], list[tuple[str, str, list, list]]]:
+    """The lines of a `kind: norms` figure (the paper's Figures 1, 2 and 7), by panel: a row of
+    panels per model (`runs`: model -> {entry label: run dir}); the figure's entries side by
+    side (`side_by_side`: panel (model, entry)) or overlaid (panel (model, None)); a line
+    (series, norm, steps, values) per entry x group (`groups`, null: every group) x norm
+    (`norms`: `pre` and/or `post` clipping), from each run's metrics.jsonl."""
+    entries = [p["label"] for p in figure["panels"]]
+    panels = {}
+    for model, by_entry in runs.items():
+        for column in (entries if figure.get("side_by_side") else [None]):
+            lines = []
+            for entry in [column] if column else entries:
+                if entry not in by_entry:
+                    continue
+                records = read_metrics(by_entry[entry] / "metrics.jsonl")
+                steps = [r["step"] for r in records]
+                for group in figure.get("groups") or list(records[0]["norms"]):
+                    series = group if column else f"{entry} {group}"
+                    for norm in figure.get("norms", ["post"]):
+                        values = [r[NORMS[norm][0]].get(group) for r in records]
+                        lines.append((series, norm, steps, [float("nan") if v is None else v for v in values]))
+            panels[model, column] = lines
+    return panels
+
+
+def norm_figure(runs: dict[str, dict[str, Path]], figure: dict, out: Path) -> Path:
+    """`norm_lines` drawn: log-scale norm over optimizer steps, a colour per series, dotted
+    before clipping, solid after."""
+    panels = norm_lines(runs, figure)
+    models, columns = list(runs), list(dict.fromkeys(column for _, column in panels))
+    fig, axes = plt.subplots(len(models), len(columns), figsize=(5.5 * len(columns), 3.6 * len(models)),
+                             sharey="row", squeeze=False)
+    for (model, column), lines in panels.items():
+        ax = axes[models.index(model)][columns.index(column)]
+        colours = {}
+        for series, norm, steps, values in lines:
+            _, words, style = NORMS[norm]
+            colour = colours.setdefault(series, f"C{len(colours) % 10}")
+            ax.plot(steps, values, color=colour, linestyle=style, linewidth=1, label=f"{series} ({words})")
+        ax.set_title(model if column is None else f"{model}: {column}")
+        ax.set_xlabel("optimizer step")
+        ax.set_yscale("log")
+        ax.legend(fontsize=6, ncol=2)
+    for row in axes:
+        row[0].set_ylabel("group gradient norm")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
