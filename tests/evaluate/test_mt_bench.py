@@ -156,7 +156,7 @@ def expected_messages(question: dict, answers: list[str], turn: int) -> tuple[st
 
 
 def test_full_run_judges_both_turns_with_fastchat_prompts(first, judge):
-    """Every question's two turns are answered with the Alpaca prompt (turn 2: the first exchange
+    """Every question's two turns are answered, each at its category's FastChat temperature, with the Alpaca prompt (turn 2: the first exchange
     plus a new instruction block) and sent to the judge once each with FastChat's single-answer
     prompt (reference answers for math/reasoning), temperature 0, max_tokens 2048, key "EMPTY";
     the scores are exactly the means of the scripted ratings, and the judge is recorded."""
@@ -164,6 +164,8 @@ def test_full_run_judges_both_turns_with_fastchat_prompts(first, judge):
 
     assert result["n"] == 4 and result["prompt"] == "alpaca" and result["generation"]["max_new_tokens"] == 16
     assert result["generation"]["cached"] == 0 and len(requests) == 8
+    # writing and roleplay sampled at 0.7, reasoning and math greedy (FastChat's temperatures)
+    assert [s["temperature"] for s in result["samples"]] == [0.7, 0.7, 0.0, 0.0] and result["generation"]["sampling"] == "fastchat"
     sent = {identify(r["body"]): r for r in requests}
     for sample, question in zip(result["samples"], QUESTIONS):
         assert sample["question_id"] == question["question_id"] and sample["turns"] == question["turns"]

@@ -3,9 +3,12 @@
 Reimplemented from github `lm-sys/FastChat` (commit 0e6d3e4beaab66f4d3f93db72541a4abab8af28d,
 `fastchat/llm_judge/{gen_model_answer,gen_judgment,common,show_result}.py`), single-answer grading:
 
-1. Answers. Each question's two turns are answered by the run's final model, greedily (FastChat samples
-   writing/roleplay at temperature 0.7; the paper's harness and this one decode greedily), at most
-   `max_gen_toks` new tokens, cut at the first of `eval.stop`. The prompt (`prompt` in the result):
+1. Answers. Each question's two turns are answered by the run's final model at its category's
+   temperature (`eval.sampling=fastchat`, the default: FastChat's `temperature_config`, writing and
+   roleplay 0.7, stem and humanities 0.1, the others 0, i.e. greedy; `gen_model_answer.py` samples
+   above 1e-4 and takes 0.7 for a category it does not list), or greedily for all (`greedy`), at most
+   `max_gen_toks` new tokens, cut at the first of `eval.stop`. Sampled answers are seeded
+   (`seed`) per batch of questions of one temperature. The prompt (`prompt` in the result):
    - `chat_template`: with `chat_template=true` and a tokenizer that has one, the conversation so far
      (user, assistant, user) through `tokenizer.apply_chat_template(..., add_generation_prompt=True)`;
    - `alpaca` otherwise: the training prompt (`ALPACA_PROMPT`) for turn 1; for turn 2 the first
@@ -60,6 +63,8 @@ ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 ALPACA_NEXT_TURN = "\n\n### Instruction:\n{instruction}\n\n### Response:"
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 NO_KEY = "EMPTY"  # what a vLLM server started without --api-key accepts (any non-empty string)
+SAMPLINGS = ("fastchat", "greedy")
+GREEDY_BELOW = 1e-4  # FastChat's gen_model_answer: do_sample only above this temperature
 
 
 # ---------------------------------------------------------------- inputs
@@ -92,6 +97,8 @@ def check_inputs(cfg: DictConfig) -> None:
         raise ConfigError(f"backend={cfg.backend!r}: must be one of hf, vllm")
     if ev.get("limit") is not None and (not isinstance(ev.limit, int) or ev.limit < 1):
         raise ConfigError(f"eval.limit={ev.limit!r}: must be null or an integer >= 1")
+    if ev.get("sampling") not in SAMPLINGS:
+        raise ConfigError(f"eval.sampling={ev.get('sampling')!r}: must be one of {', '.join(SAMPLINGS)}")
     judge_api_key(cfg)
     load_inputs(cfg)
 
@@ -187,6 +194,14 @@ def render_prompt(style: str, tokenizer, turns: list[str], answers: list[str]) -
     return prompt
 
 
+def temperature(cfg: DictConfig, category: str) -> float:
+    """The sampling temperature of a question's answers: its category's in FastChat's table
+    (`eval.temperatures`, else `eval.default_temperature`), or 0 with `eval.sampling=greedy`."""
+    if cfg.eval.sampling == "greedy":
+        return 0.0
+    return float(cfg.eval.temperatures.get(category, cfg.eval.default_temperature))
+
+
 def cut_at_stop(text: str, stop: list[str]) -> str:
     """The text before the first stop string (as lm-eval's `until`), stripped (as FastChat)."""
     cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
@@ -203,13 +218,16 @@ def _hf_generator(cfg: DictConfig, final: Path, tokenizer, stop: list[str]):
     model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.bfloat16 if cuda else torch.float32).to(device).eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def generate(prompt_ids: list[list[int]]) -> list[str]:
+    def generate(prompt_ids: list[list[int]], temp: float) -> list[str]:
         width = max(map(len, prompt_ids))  # left padding: every prompt ends where generation starts
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
+        # sampled as FastChat samples: its temperature, the model's other generation defaults
+        decoding = (dict(do_sample=True, temperature=temp) if temp > GREEDY_BELOW
+                    else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
         with torch.no_grad():
             out = model.generate(
-                input_ids=ids, attention_mask=mask, do_sample=False, temperature=None, top_p=None, top_k=None,
+                input_ids=ids, attention_mask=mask, **decoding,
                 max_new_tokens=cfg.max_gen_toks, pad_token_id=pad, use_cache=True, stop_strings=stop or None, tokenizer=tokenizer,
             )
         return [tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
@@ -221,9 +239,10 @@ def _vllm_generator(cfg: DictConfig, final: Path, stop: list[str]):
     from vllm import LLM, SamplingParams  # optional extra, GPU only
 
     llm = LLM(model=str(final), seed=cfg.seed)
-    params = SamplingParams(temperature=0.0, max_tokens=cfg.max_gen_toks, stop=stop or None, seed=cfg.seed)
 
-    def generate(prompt_ids: list[list[int]]) -> list[str]:
+    def generate(prompt_ids: list[list[int]], temp: float) -> list[str]:
+        params = SamplingParams(temperature=temp if temp > GREEDY_BELOW else 0.0, max_tokens=cfg.max_gen_toks,
+                                stop=stop or None, seed=cfg.seed)
         outputs = llm.generate([{"prompt_token_ids": p} for p in prompt_ids], params, use_tqdm=False)
         return [o.outputs[0].text for o in outputs]
 
@@ -238,8 +257,9 @@ def generate_answers(cfg: DictConfig, final: Path, questions: list[dict], cache:
     tokenizer = AutoTokenizer.from_pretrained(final)
     stop = list(cfg.eval.stop or [])
     settings = {
-        "prompt": prompt_style(cfg, tokenizer), "max_new_tokens": cfg.max_gen_toks, "do_sample": False,
-        "temperature": 0.0, "stop": stop,
+        "prompt": prompt_style(cfg, tokenizer), "max_new_tokens": cfg.max_gen_toks, "sampling": cfg.eval.sampling,
+        "temperatures": {q["category"]: temperature(cfg, q["category"]) for q in questions}, "seed": cfg.seed,
+        "stop": stop,
     }
     done = {r["question_id"]: r for r in read_cache(cache) if r.get("settings") == settings}
     pending = [q for q in questions if q["question_id"] not in done]
@@ -253,26 +273,31 @@ def generate_answers(cfg: DictConfig, final: Path, questions: list[dict], cache:
         generate, chunk = _vllm_generator(cfg, final, stop), len(pending)
     else:
         generate, chunk = _hf_generator(cfg, final, tokenizer, stop), cfg.batch_size
+    import torch
+
+    # one temperature per batch (a generate call samples or not as a whole), each batch seeded
+    groups = {}
+    for q in pending:
+        groups.setdefault(temperature(cfg, q["category"]), []).append(q)
+    batches = [(temp, qs[i : i + chunk]) for temp, qs in sorted(groups.items()) for i in range(0, len(qs), chunk)]
     with open_cache(cache) as f, tqdm(total=len(pending), desc="mt_bench answers") as bar:
-        for start in range(0, len(pending), chunk):
-            batch = pending[start : start + chunk]
+        for temp, batch in batches:
+            torch.manual_seed(cfg.seed)
             answers: list[list[str]] = [[] for _ in batch]
             prompts: list[list[str]] = [[] for _ in batch]
             for turn in range(2):
                 texts = [render_prompt(settings["prompt"], tokenizer, q["turns"], a) for q, a in zip(batch, answers)]
                 ids = [tokenizer(t, add_special_tokens=special)["input_ids"] for t in texts]
-                for a, p, text, out in zip(answers, prompts, texts, generate(ids)):
+                for a, p, text, out in zip(answers, prompts, texts, generate(ids, temp)):
                     p.append(text)
                     a.append(cut_at_stop(out, stop))
             for q, a, p in zip(batch, answers, prompts):
-                record = {"question_id": q["question_id"], "answers": a, "prompts": p, "settings": settings}
+                record = {"question_id": q["question_id"], "answers": a, "prompts": p, "temperature": temp, "settings": settings}
                 f.write(json.dumps(record) + "\n")
                 f.flush()
                 done[q["question_id"]] = record
             bar.update(len(batch))
     del generate  # the model: its memory is free before the judge step
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return done, generation
@@ -416,7 +441,8 @@ def evaluate_mt_bench(cfg: DictConfig, final: Path, out_dir: Path, cache_name: s
         qid = q["question_id"]
         sample = {
             "question_id": qid, "category": q["category"], "turns": q["turns"], "answers": answers[qid]["answers"],
-            "prompts": answers[qid]["prompts"], "judge_prompts": [], "ratings": [], "judge_replies": [],
+            "prompts": answers[qid]["prompts"], "temperature": answers[qid]["temperature"],
+            "judge_prompts": [], "ratings": [], "judge_replies": [],
         }
         for turn in (1, 2):
             record = judged[(qid, turn)]
