@@ -34,6 +34,8 @@ def test_every_shipped_config_composes_and_validates(group, option):
         overrides.append("strategy=lora")  # adapter-only presets need adapters
     if group == "train" and option == "paper_glue":
         overrides += ["model=deberta_v3_base", "data=glue_cola"]  # Table 6: looked up by GLUE task and strategy
+    if group == "train" and option.startswith("paper_sft"):
+        overrides.append("data=metamathqa")  # Table 7: the global batch is looked up by training set
     cfg = composed(*overrides)
     validate(cfg)
     assert cfg[group if group != "experiment" else "model"] is not None
@@ -154,7 +156,8 @@ def test_train_keys_are_a_closed_set(override, message):
 def test_every_shipped_recipe_uses_known_train_keys_only(recipe):
     from aggc.config import TRAIN_KEYS, check_train_keys
 
-    cfg = composed(f"train={recipe}", *(["data=glue_cola"] if recipe == "paper_glue" else []))
+    cfg = composed(f"train={recipe}", *(["data=glue_cola"] if recipe == "paper_glue" else []),
+                   *(["data=metamathqa"] if recipe.startswith("paper_sft") else []))
     check_train_keys(cfg.train)
     assert set(cfg.train) <= set(TRAIN_KEYS)
 
@@ -177,3 +180,52 @@ def test_fp16_is_refused_on_cpu_and_exclusive_with_bf16():
 def test_model_dropout_is_a_probability(value):
     with pytest.raises(ConfigError, match="model.dropout"):
         validate(composed("model=tiny_deberta", "data=glue_cola", f"model.dropout={value}"))
+
+
+# --- the global batch and the precision of the paper's recipes ------------------------------
+
+@pytest.mark.parametrize("data, global_batch", [("metamathqa", 32), ("codefeedback", 128), ("wizardlm", 64)])
+@pytest.mark.parametrize("processes", [1, 2, 4, 8])
+def test_accumulation_is_computed_from_the_training_sets_global_batch(data, global_batch, processes):
+    """train=paper_sft trains Table 7's global batch of each training set on any number of
+    processes: the accumulation is what makes processes x per-device batch x it equal it."""
+    from aggc.config import check_hardware, effective_batch
+
+    cfg = composed("model=mistral_7b", f"data={data}", "strategy=aggc", "train=paper_sft")
+    validate(cfg)
+    check_hardware(cfg, cuda_available=True, environ={"WORLD_SIZE": str(processes)})
+    batch = effective_batch(cfg.train, processes)
+    assert batch["global_batch_size"] == global_batch
+    assert batch["world_size"] * batch["per_device_train_batch_size"] * batch["gradient_accumulation_steps"] == global_batch
+
+
+def test_a_global_batch_the_launch_cannot_divide_is_refused_before_training():
+    from aggc.config import check_hardware
+
+    cfg = composed("model=mistral_7b", "data=metamathqa", "strategy=aggc", "train=paper_sft")
+    with pytest.raises(ConfigError, match=r"train.global_batch_size=32 is not a multiple of 3 process\(es\) x "
+                                          r"train.per_device_train_batch_size=4"):
+        check_hardware(cfg, cuda_available=True, environ={"WORLD_SIZE": "3"})
+    with pytest.raises(ConfigError, match="train.global_batch_size=30 is not a multiple"):
+        validate(composed("model=mistral_7b", "data=metamathqa", "strategy=aggc", "train=paper_sft",
+                          "train.global_batch_size=30"))
+    with pytest.raises(ConfigError, match="set one of them"):
+        validate(composed("model=mistral_7b", "data=metamathqa", "strategy=aggc", "train=paper_sft",
+                          "train.gradient_accumulation_steps=2"))
+
+
+@pytest.mark.parametrize("recipe", ["paper_sft", "paper_sft_bf16"])
+@pytest.mark.parametrize("strategy", ["full_ft", "bitfit", "lora", "aggc"])
+def test_weights_that_train_are_float32_under_every_recipe(recipe, strategy):
+    """The paper's precision (float32 weights, no autocast) and the scripts' (bf16 autocast, a
+    frozen bfloat16 base under adapters): Full FT and BitFit load float32 either way (fp32
+    master weights), and pure-bf16 training of the model's own weights is refused."""
+    cfg = composed("model=llama2_7b", "data=metamathqa", f"strategy={strategy}", f"train={recipe}")
+    validate(cfg)
+    trains_base = strategy in ("full_ft", "bitfit")
+    assert cfg.model.dtype == ("bfloat16" if recipe == "paper_sft_bf16" and not trains_base else "float32")
+    assert cfg.train.bf16 == (recipe == "paper_sft_bf16")
+    if trains_base:
+        with pytest.raises(ConfigError, match="no float32 master weights"):
+            validate(composed("model=llama2_7b", "data=metamathqa", f"strategy={strategy}", f"train={recipe}",
+                              "model.dtype=bfloat16"))

@@ -33,8 +33,13 @@ TRAIN_KEYS = {
     "num_train_epochs": "epochs, when max_steps is -1",
     "max_steps": "optimizer steps, or -1 to use num_train_epochs",
     "per_device_train_batch_size": "sequences per process per micro-batch",
-    "gradient_accumulation_steps": "micro-batches per optimizer step",
+    "global_batch_size": "sequences per optimizer step over all processes (the paper's batch size, Table 7); the "
+                         "accumulation is computed at launch from it, the world size and the per-device batch. "
+                         "null: gradient_accumulation_steps as given",
+    "gradient_accumulation_steps": "micro-batches per optimizer step; null when global_batch_size is set",
     "bf16": "bf16 autocast on GPUs (ignored on CPU)",
+    "frozen_dtype": "dtype of weights that do not train (the base under LoRA/DoRA/AGGC), read by the hub models' "
+                    "model.dtype: unset = float32 (paper section 4), bfloat16 (the authors' scripts, train=paper_sft_bf16)",
     "fp16": "fp16 autocast with a GradScaler on GPUs (refused on CPU)",
     "logging_steps": "Trainer log interval",
     "save_steps": "checkpoint interval (steps)",
@@ -93,6 +98,7 @@ def check_hardware(cfg: DictConfig, cuda_available: bool, environ: Mapping[str, 
     back. FSDP is asked for by `train.fsdp` or by `accelerate launch` with an FSDP config
     (which sets ACCELERATE_USE_FSDP)."""
     check_launch(environ)
+    effective_batch(cfg.train, world_size(environ))  # the global batch divides over this launch's processes
     if cfg.train.fp16 and not cuda_available:
         raise ConfigError("train.fp16=true: fp16 mixed precision needs a GPU (its GradScaler); on CPU the run would "
                           "silently train in fp32. Set train.fp16=false")
@@ -141,7 +147,7 @@ def validate(cfg: DictConfig) -> ClipConfig:
     require_positive("train.learning_rate", t.learning_rate)
     require_positive("train.full_ft_learning_rate", t.full_ft_learning_rate)
     require_positive_int("train.per_device_train_batch_size", t.per_device_train_batch_size)
-    require_positive_int("train.gradient_accumulation_steps", t.gradient_accumulation_steps)
+    effective_batch(t, world_size=1)  # whatever the launch: the global batch is whole per-device batches
     require_positive_int("train.save_steps", t.save_steps)
     if t.max_steps == 0 or t.max_steps < -1:
         raise ConfigError(f"train.max_steps={t.max_steps}: -1 (use num_train_epochs) or a positive step count")
@@ -166,6 +172,11 @@ def validate(cfg: DictConfig) -> ClipConfig:
         raise ConfigError(f"train.fp16=true with clip.nonfinite={clip.nonfinite}: the GradScaler's overflow steps (Inf "
                           "gradients, skipped by the scaler itself) reach the clipper as non-finite steps; only "
                           "clip.nonfinite=skip agrees with the scaler, and they count toward clip.max_consecutive_skips")
+    dtype = cfg.model.get("dtype", "float32")
+    if method in ("none", "bitfit") and cfg.strategy.get("trains", True) and dtype != "float32":
+        raise ConfigError(f"model.dtype={dtype} with strategy={cfg.strategy.name}: the model's own weights train, and "
+                          f"AdamW updates of {dtype} weights mostly round away (pure-{dtype} training, no float32 master "
+                          "weights); set model.dtype=float32 (train.bf16=true autocasts the computation)")
     dropout = cfg.model.get("dropout")
     if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1):
         raise ConfigError(f"model.dropout={dropout!r}: a probability in [0, 1), or null for the checkpoint's own")
@@ -176,6 +187,42 @@ def validate(cfg: DictConfig) -> ClipConfig:
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"wandb.mode={cfg.wandb.mode!r}: must be offline, online or disabled")
     return clip
+
+
+def world_size(environ: Mapping[str, str] = os.environ) -> int:
+    """The number of training processes of this launch (torchrun's WORLD_SIZE; 1 without it)."""
+    return int(environ.get("WORLD_SIZE", "1"))
+
+
+def effective_batch(train: DictConfig, world_size: int) -> dict:
+    """The optimizer step's batch as a launch of `world_size` processes trains it.
+
+    With `train.global_batch_size` (the paper's batch, e.g. Table 7's 32 / 128 / 64) the
+    accumulation is computed here: global / (world size x per-device batch), refused when it
+    does not divide (the run would train another batch than its config says). Without it,
+    `train.gradient_accumulation_steps` as given, and the global batch follows from the
+    launch. The result is what the run's manifest records (`batch`)."""
+    per_device = train.per_device_train_batch_size
+    global_batch = train.get("global_batch_size")
+    accumulation = train.get("gradient_accumulation_steps")
+    if global_batch is None:
+        require_positive_int("train.gradient_accumulation_steps", accumulation)
+        global_batch = world_size * per_device * accumulation
+    else:
+        require_positive_int("train.global_batch_size", global_batch)
+        if accumulation is not None:
+            raise ConfigError(f"train.global_batch_size={global_batch} and train.gradient_accumulation_steps={accumulation}: "
+                              "the accumulation is computed from the global batch at launch; set one of them "
+                              "(train.gradient_accumulation_steps=null, or train.global_batch_size=null)")
+        per_step = world_size * per_device
+        if global_batch % per_step:
+            raise ConfigError(
+                f"train.global_batch_size={global_batch} is not a multiple of {world_size} process(es) x "
+                f"train.per_device_train_batch_size={per_device} = {per_step}: no whole number of accumulation steps "
+                f"trains it. Change train.per_device_train_batch_size or the number of processes")
+        accumulation = global_batch // per_step
+    return {"global_batch_size": global_batch, "per_device_train_batch_size": per_device,
+            "gradient_accumulation_steps": accumulation, "world_size": world_size}
 
 
 def check_train_keys(train: DictConfig) -> None:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aggc.config import ConfigError, clip_config
+from aggc.config import ConfigError, clip_config, effective_batch
 from aggc.data.formats import load_sft_records
 from aggc.paths import ROOT
 from aggc.train import grpo, rundir
@@ -114,7 +114,7 @@ def test_paper_recipe_and_strategies_compose():
     cfg = config("model=qwen25_3b_instruct", "data=gsm8k_train", "strategy=grpo_aggc", "train=grpo_paper", smoke=False)
     t, g = cfg.train, cfg.train.grpo
     assert (t.learning_rate, t.full_ft_learning_rate, t.weight_decay, t.lr_scheduler_type) == (1e-6, 1e-6, 0.01, "constant")
-    assert t.per_device_train_batch_size * t.gradient_accumulation_steps == 512 * g.num_generations and g.num_generations == 5
+    assert effective_batch(t, 4)["global_batch_size"] == 512 * g.num_generations and g.num_generations == 5
     assert g.kl_coef == 0.001 and cfg.strategy.peft.method == "none" and cfg.model.dtype == "float32"
     assert (cfg.clip.name, cfg.clip.groups, cfg.clip.beta) == ("aggc_grpo", "trainable", 0.99)
     assert config("strategy=grpo", smoke=False).clip.name == "global"

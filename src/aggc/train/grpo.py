@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
-import os
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
-from ..config import ConfigError, check_hardware, require_positive, require_positive_int, validate
+from ..config import ConfigError, check_hardware, effective_batch, require_positive, require_positive_int, validate, world_size
 from ..data.formats import format_prompt, load_sft_records
 from ..evaluate.scorers import gsm8k_reference_correct, math_reference_correct
 from ..models import load_model_and_tokenizer
@@ -114,10 +113,11 @@ def check_grpo(cfg: DictConfig, cuda_available: bool) -> None:
         raise ConfigError(f"train.grpo.num_generations={g.num_generations}: GRPO compares completions of one prompt; "
                           "must be >= 2")
     t = cfg.train
-    completions = t.per_device_train_batch_size * t.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", "1"))
+    completions = effective_batch(t, world_size())["global_batch_size"]
     if completions % g.num_generations:
         raise ConfigError(
-            f"train.per_device_train_batch_size x train.gradient_accumulation_steps x processes = {completions} completions "
+            f"the global batch (train.global_batch_size, or train.per_device_train_batch_size x "
+            f"train.gradient_accumulation_steps x processes) = {completions} completions "
             f"per step: must be a multiple of train.grpo.num_generations={g.num_generations} (whole prompt groups)"
         )
     require_positive_int("train.grpo.max_completion_length", g.max_completion_length)

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..clipping import ClipConfig
-from ..config import ConfigError
+from ..config import ConfigError, effective_batch
 from . import rundir
 from .callback import ClipCallback
 
@@ -107,7 +107,8 @@ def open_run(cfg: DictConfig, run_dir: Path, clip: ClipConfig) -> RunSession:
     if main_process:
         rundir.write_config(run_dir, cfg)
         if resume is None or not (run_dir / "manifest.json").exists():
-            rundir.write_manifest(run_dir, cfg, clip_mode=clip.mode, world_size=world_size, resumed_from=[])
+            rundir.write_manifest(run_dir, cfg, clip_mode=clip.mode, world_size=world_size, resumed_from=[],
+                                  batch=effective_batch(cfg.train, world_size))
         else:
             log.info("resuming from %s", resume)
             rundir.record_start(run_dir, resume.name)
@@ -139,6 +140,7 @@ def trainer_arguments(cfg: DictConfig, output_dir: Path) -> dict:
     """Keyword arguments of `TrainingArguments` (or a subclass: TRL's GRPOConfig) from `cfg.train`."""
     t = cfg.train
     full_ft = cfg.strategy.peft.method == "none"
+    batch = effective_batch(t, int(os.environ.get("WORLD_SIZE", "1")))  # accumulation from train.global_batch_size
     return dict(
         output_dir=str(output_dir),
         learning_rate=t.full_ft_learning_rate if full_ft else t.learning_rate,
@@ -147,8 +149,8 @@ def trainer_arguments(cfg: DictConfig, output_dir: Path) -> dict:
         weight_decay=t.weight_decay,
         num_train_epochs=t.num_train_epochs,
         max_steps=t.max_steps,
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        per_device_train_batch_size=batch["per_device_train_batch_size"],
+        gradient_accumulation_steps=batch["gradient_accumulation_steps"],
         bf16=bool(t.bf16) and torch.cuda.is_available(),
         fp16=bool(t.fp16),  # refused on CPU (config.check_hardware)
         logging_steps=t.logging_steps,
