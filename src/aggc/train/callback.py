@@ -37,9 +37,10 @@ class ClipCallback(TrainerCallback):
     """
 
     def __init__(self, config: ClipConfig, metrics: MetricsLog | None, resume_from: Path | None = None,
-                 run_dir: Path | None = None, started: float | None = None):
+                 run_dir: Path | None = None, started: float | None = None, wandb_log=None):
         self.config = config
         self.metrics = metrics
+        self.wandb_log = wandb_log  # aggc.train.wandb_log.WandbLog: the same records as wandb panels
         self.resume_from = resume_from
         self.run_dir, self.started = run_dir, started  # rank 0: this process's training time goes to the manifest
         self.clipper: GradientClipper | None = None
@@ -95,6 +96,8 @@ class ClipCallback(TrainerCallback):
     def _flush(self) -> None:
         if self._pending is not None and self.metrics is not None:
             self.metrics.write(self._pending)
+        if self._pending is not None and self.wandb_log is not None:
+            self.wandb_log.write(self._pending)
         self._pending = None
 
 

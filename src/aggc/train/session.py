@@ -9,7 +9,6 @@ COMPLETED (written last, so a crash never leaves a run that looks done).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -24,6 +23,7 @@ from ..clipping import ClipConfig
 from ..config import ConfigError, effective_batch
 from . import rundir
 from .callback import ClipCallback
+from .wandb_log import WandbLog
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class RunSession:
     callback: ClipCallback
     metrics: rundir.MetricsLog | None
     started: float = field(default_factory=time.time)
+    wandb: WandbLog | None = None
 
     def train(self, trainer):
         """`trainer.train()`, resumed when a checkpoint exists; the metrics log is closed even on a crash."""
@@ -69,6 +70,9 @@ class RunSession:
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
+        if self.wandb is not None:
+            self.wandb.close()
+            self.wandb = None
 
 
 @contextlib.contextmanager
@@ -112,12 +116,15 @@ def open_run(cfg: DictConfig, run_dir: Path, clip: ClipConfig) -> RunSession:
         else:
             log.info("resuming from %s", resume)
             rundir.record_start(run_dir, resume.name)
-    setup_wandb(cfg, run_dir)
     resume_step = None if resume is None else rundir.checkpoint_step(resume)
     metrics = rundir.MetricsLog(run_dir / "metrics.jsonl", resume_step=resume_step) if main_process else None
+    wandb_log = None
+    if main_process and cfg.wandb.mode != "disabled":
+        wandb_log = WandbLog(cfg, run_dir, rundir.read_metrics(run_dir / "metrics.jsonl") if resume_step else [])
     started = time.time()
-    callback = ClipCallback(clip, metrics, resume_from=resume, run_dir=run_dir if main_process else None, started=started)
-    return RunSession(run_dir, checkpoints, resume, main_process, callback, metrics, started)
+    callback = ClipCallback(clip, metrics, resume_from=resume, run_dir=run_dir if main_process else None, started=started,
+                            wandb_log=wandb_log)
+    return RunSession(run_dir, checkpoints, resume, main_process, callback, metrics, started, wandb_log)
 
 
 def finish_run(session: RunSession, trainer, tokenizer) -> None:
@@ -168,26 +175,12 @@ def trainer_arguments(cfg: DictConfig, output_dir: Path) -> dict:
         max_grad_norm=0.0,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        report_to=[] if cfg.wandb.mode == "disabled" else ["wandb"],
+        report_to=[],  # wandb is written by the clip callback (aggc.train.wandb_log): one run, with the clip series
         run_name=output_dir.parent.name,
         use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,
         save_only_model=False,
     )
-
-
-def setup_wandb(cfg: DictConfig, run_dir: Path) -> None:
-    """wandb through the Trainer's integration; offline unless configured. The run id is
-    derived from the run directory so a resumed run continues the same wandb run."""
-    if cfg.wandb.mode == "disabled":
-        return
-    os.environ["WANDB_MODE"] = cfg.wandb.mode
-    os.environ["WANDB_DIR"] = str(run_dir)
-    os.environ["WANDB_PROJECT"] = cfg.wandb.project
-    if cfg.wandb.entity:
-        os.environ["WANDB_ENTITY"] = cfg.wandb.entity
-    os.environ["WANDB_RUN_ID"] = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
-    os.environ["WANDB_RESUME"] = "allow"
 
 
 def save_final(model, tokenizer, path: Path) -> None:
