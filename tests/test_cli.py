@@ -77,3 +77,60 @@ def test_bad_training_data_fails_before_torch_with_file_line_and_field(tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{data}:2: field 'answer'" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+HYDRA_COMMANDS = {"aggc-train": "train", "aggc-eval": "evaluate", "aggc-grid": "grid", "aggc-tables": "tables", "aggc-replay": "replay"}
+
+
+def console_scripts() -> dict[str, str]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def command(name: str) -> str:
+    """The installed console script (make setup installs them into the venv beside python)."""
+    from pathlib import Path
+
+    path = Path(sys.executable).parent / name
+    assert path.exists(), f"{name} is not installed: run make setup (pip install -e .)"
+    return str(path)
+
+
+def test_every_console_script_names_a_callable():
+    import importlib
+
+    scripts = console_scripts()
+    assert set(HYDRA_COMMANDS) | {"aggc-bench", "aggc-ls"} <= set(scripts)
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), name
+
+
+@pytest.mark.parametrize("name", sorted(HYDRA_COMMANDS))
+def test_help_names_the_program_and_its_groups(name):
+    proc = subprocess.run([command(name), "--help"], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{name}: ") and "powered by Hydra" not in proc.stdout
+    assert "== Config groups (group=option) ==" in proc.stdout and "\nclip: " in proc.stdout and "aggc-ls" in proc.stdout
+
+
+def test_shell_completion_offers_the_groups_options():
+    proc = subprocess.run([command("aggc-train"), "-sc", "query=bash"], capture_output=True, text=True, cwd=ROOT,
+                          env={**ENV, "COMP_LINE": "aggc-train clip=", "COMP_POINT": "16"})
+    assert set(proc.stdout.split()) == {f"clip={p.stem}" for p in (ROOT / "conf" / "clip").glob("*.yaml")}
+
+
+def test_ls_lists_every_option_with_one_line():
+    from aggc.cli import LISTED_GROUPS
+
+    proc = subprocess.run([command("aggc-ls")], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    for group in LISTED_GROUPS:
+        files = sorted((ROOT / "conf" / group).glob("*.yaml"))
+        block = proc.stdout.split(f"\n{group}: " if group != "table" else f"{group}: ", 1)[1].split("\n\n", 1)[0]
+        rows = block.splitlines()[1:]
+        assert [r.split()[0] for r in rows] == [f.stem for f in files], group
+        assert all(len(r.split(None, 1)) == 2 for r in rows), f"{group}: an option without a description"
+    bad = subprocess.run([command("aggc-ls"), "tabel"], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert bad.returncode == 2 and "unknown group 'tabel'" in bad.stderr

@@ -135,3 +135,56 @@ class CheckConfig(Callback):
                 check_model(task)
             except ConfigError as err:
                 fail(err, composed, job)
+
+
+# What `aggc-ls` lists: each config group of conf/, as the commands name it.
+LISTED_GROUPS = {
+    "table": "tables and figures (aggc-grid table=<name>, aggc-tables table=<name>)",
+    "model": "models (aggc-train model=<name>)",
+    "strategy": "strategies (aggc-train strategy=<name>)",
+    "clip": "clip presets (aggc-train clip=<name>)",
+    "train": "train recipes (aggc-train train=<name>)",
+    "data": "training data (aggc-train data=<name>)",
+    "eval": "benchmarks (aggc-eval run=<run dir> eval=<name>)",
+    "experiment": "pinned cells (aggc-train experiment=<name>)",
+}
+
+
+def describe(path) -> str:
+    """A config file's one-line description: the first sentence of its leading comment."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        if not text.startswith("@package"):
+            lines.append(text)
+    text, depth, end = " ".join(lines), 0, None
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "." and depth == 0 and text[i + 1:i + 2] in (" ", "") and not text[:i].endswith(("et al", "e.g", "i.e")):
+            end = i
+            break
+    sentence = text[:end].rstrip(":;, ")
+    return sentence if len(sentence) <= 110 else sentence[:107].rstrip() + "..."
+
+
+def ls_main(argv: list[str] | None = None) -> None:
+    """`aggc-ls [group ...]`: every option of the config groups, one line each, from conf/."""
+    import argparse
+
+    from .paths import CONF_DIR
+
+    parser = argparse.ArgumentParser(prog="aggc-ls", description="List the options of the config groups (conf/<group>/*.yaml), one line each.")
+    parser.add_argument("groups", nargs="*", metavar="group", help=f"one or more of: {', '.join(LISTED_GROUPS)} (default: all)")
+    groups = parser.parse_args(argv).groups or list(LISTED_GROUPS)
+    unknown = [g for g in groups if g not in LISTED_GROUPS]
+    if unknown:
+        parser.error(f"unknown group {unknown[0]!r}; choose from {', '.join(LISTED_GROUPS)}")
+    for group in groups:
+        files = sorted((CONF_DIR / group).glob("*.yaml"))
+        print(f"{group}: {LISTED_GROUPS[group]}")
+        width = max(len(f.stem) for f in files)
+        for f in files:
+            print(f"  {f.stem:<{width}}  {describe(f)}")
+        print()
