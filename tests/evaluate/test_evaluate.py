@@ -97,6 +97,9 @@ def test_code_benchmarks_run_generated_code_in_the_sandbox(run, bench, ids):
         assert result["scores"][score] == pytest.approx(100 * sum(s[field] for s in result["samples"]) / len(ids))
     assert all("code_extracted" in s for s in result["samples"])
     assert result["isolation"] == sandbox.isolation()  # bwrap where it can run here, else guard-only (tables mark it)
+    # HumanEval+ / MBPP+ through evalplus where it is installed (not here): the result says whether and why
+    assert result["evalplus"]["used"] == ("evalplus_plus" in result["scores"])
+    assert result["evalplus"]["used"] or "base tests only" in result["evalplus"]["reason"]
 
 
 @pytest.mark.parametrize(

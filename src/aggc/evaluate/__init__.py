@@ -269,6 +269,13 @@ def evaluate_lm_eval(cfg: DictConfig, final: Path, out_dir: Path, cache_name: st
         for s in samples:
             s["reference_correct"] = correct(s["response"], s["target"])
         scores["reference"] = 100 * sum(s["reference_correct"] for s in samples) / len(samples)
+    plus = None
+    if cfg.eval.get("evalplus"):  # HumanEval+ / MBPP+ where evalplus and its data are available
+        from .evalplus_scoring import plus_scores
+
+        plus = plus_scores(cfg.eval.task, samples)
+        if plus["used"]:
+            scores["evalplus_base"], scores["evalplus_plus"] = plus["base"], plus["plus"]
     result = {
         "score": scores[cfg.eval.score],
         "scorer": cfg.eval.scorer,
@@ -279,6 +286,8 @@ def evaluate_lm_eval(cfg: DictConfig, final: Path, out_dir: Path, cache_name: st
         "prompt": task["doc_to_text"],
         "samples": samples,
     }
+    if plus is not None:
+        result["evalplus"] = plus
     if cfg.eval.task in CODE_TASKS:
         from .sandbox import isolation
 

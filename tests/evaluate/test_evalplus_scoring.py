@@ -1,0 +1,29 @@
+"""HumanEval+ / MBPP+ through evalplus where it can run; otherwise the result says why and the
+base tests (aggc's sandbox) stay the headline. evalplus is not installed in this project's
+environment: its own scoring path is not exercised here."""
+
+from importlib.util import find_spec
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from aggc.evaluate.evalplus_scoring import DATASETS, evalplus_id, plus_scores
+from aggc.paths import CONF_DIR
+
+
+@pytest.mark.parametrize("benchmark", ["humaneval", "mbpp"])
+def test_code_benchmarks_ask_for_evalplus(benchmark):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        ev = compose("evaluate", overrides=["run=.", f"eval={benchmark}"]).eval
+    assert ev.evalplus is True and DATASETS[ev.task] == benchmark and ev.score == "pass@1"
+
+
+def test_task_ids_are_named_as_evalplus_names_them():
+    assert evalplus_id("humaneval", "HumanEval/163") == "HumanEval/163"
+    assert evalplus_id("mbpp", 11) == "Mbpp/11"
+
+
+@pytest.mark.skipif(find_spec("evalplus") is not None, reason="evalplus is installed here")
+def test_without_evalplus_the_result_says_why():
+    plus = plus_scores("mbpp.yaml", [{"task_id": 11, "code_extracted": "def f():\n    return 1"}])
+    assert plus == {"used": False, "reason": "evalplus is not installed (pip install evalplus): base tests only"}
