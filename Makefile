@@ -95,18 +95,20 @@ demo-real-grpo: setup
 #   figure6  LoRA vs AGGC over LoRA ranks 1..128 (table and line plot)
 #   figure1  up_proj gradient norm, LoRA vs AGGC; figure2 every group's norm under LoRA;
 #   figure7  every group's norm, LoRA vs AGGC: drawn from the Table 1 runs' metrics.jsonl
-# DRY_RUN=1 prints the plan and writes the cells files; LAUNCHER=slurm submits each multirun
-# as one Slurm array job; TINY=1 runs the table's `tiny` section on the embedded tiny model
-# (CPU, minutes; its results go to runs/tiny and results/tiny).
+# DRY_RUN=1 prints the plan and writes the cells files; LAUNCHER=slurm submits the grid as one
+# dependency chain of Slurm array jobs (training -> evaluation per cell -> the table) and
+# returns; STATUS=1 shows each cell's state (run directories, Slurm's queue); TINY=1 runs the
+# table's `tiny` section on the embedded tiny model (CPU, minutes; runs/tiny, results/tiny).
 PAPER_TARGETS := table1 table2 table3 table4 table5 table8 figure6 figure1 figure2 figure7
 .PHONY: $(PAPER_TARGETS)
 DRY_RUN ?=
+STATUS ?=
 TINY ?=
 LAUNCHER ?= local
 TABLE_ARGS ?=
 $(PAPER_TARGETS): setup
 	$(if $(TINY),$(OFFLINE)) $(PY) -m aggc.grid table=$@ launcher=$(LAUNCHER) dry_run=$(if $(DRY_RUN),true,false) \
-		$(if $(TINY),tiny=true runs_root=runs/tiny out_dir=results/tiny) $(TABLE_ARGS)
+		$(if $(STATUS),status=true) $(if $(TINY),tiny=true runs_root=runs/tiny out_dir=results/tiny) $(TABLE_ARGS)
 
 # Render a paper table from its cells' runs under runs/ (results/<table>.{md,tex,csv}); TINY=1
 # and TABLE_ARGS (e.g. train_args=... eval_args=...) as the grid ran with them.

@@ -2,11 +2,12 @@
 
 `python -m aggc.grid table=table1` (`make table1`) reads the table's spec
 (`conf/table/<table>.yaml`: models x rows x training sets x seeds, and the benchmarks
-each training set is evaluated on) and drives the existing stages with the configured
-Hydra launcher: one training multirun per table row and training set, one evaluation multirun per
-benchmark, then the tables. Cells whose `COMPLETED` and result files exist are skipped;
-interrupted ones resume (each cell's run directory is fixed by its choices).
-`dry_run=true` prints the plan and writes the pending cells as "cells files" (one line
+each training set is evaluated on) and drives the existing stages: locally one training
+multirun per table row and training set, one evaluation multirun per benchmark, then the
+tables; with `launcher=slurm` it submits them as one dependency chain of array jobs and
+returns (`aggc.submit`; `status=true` shows where each cell stands). Cells whose
+`COMPLETED` and result files exist are skipped; interrupted ones resume (each cell's run
+directory is fixed by its choices). `dry_run=true` prints the plan and writes the pending cells as "cells files" (one line
 of overrides per job) for `slurm/array.sbatch`, without running anything. Each stage's
 wall time goes to `<out_dir>/<table>.timing.json`, so regressions show.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError
@@ -45,12 +47,14 @@ class Cell:
     match: tuple[tuple[str, str], ...]  # a sweep row's extra config keys, e.g. (("clip.beta", "0.1"),)
     seed: int
     benchmarks: tuple[str, ...]
+    gpus: int = 1  # the row's `resources.gpus`: one process per GPU, FSDP2 over them when several
 
     def train_overrides(self, runs_root: Path) -> list[str]:
         """The training command's overrides (before the table's `train_args`); the run lands in
         its config's own directory (`aggc.identity`)."""
         return [f"model={self.model}", f"data={self.data}", f"strategy={self.strategy}", f"clip={self.clip}",
-                *(f"{k}={v}" for k, v in self.match), f"seed={self.seed}", f"runs_root={quoted(runs_root)}"]
+                *(f"{k}={v}" for k, v in self.match), *(["train.fsdp=full_shard"] if self.gpus > 1 else []),
+                f"seed={self.seed}", f"runs_root={quoted(runs_root)}"]
 
 
 def cell_ids(cfg: DictConfig, spec: dict, grid: list[Cell]) -> dict[Cell, str]:
@@ -89,6 +93,7 @@ def tiny_version(spec: dict) -> dict:
     if not tiny:
         raise ConfigError(f"table={spec['name']}: no `tiny` section, so it has no tiny version")
     rows = [r for r in spec["rows"] if r["label"] in tiny["rows"]] if "rows" in tiny else spec["rows"]
+    rows = [{k: v for k, v in r.items() if k != "resources"} for r in rows]  # the tiny model: one CPU process per cell
     grid = {**spec["grid"], **{k: tiny[k] for k in ("seeds", "datasets", "train_args", "eval_args") if k in tiny}}
     return {**spec, "models": tiny["models"], "rows": rows, "grid": grid, "columns": tiny.get("columns", spec["columns"]),
             "where": tiny.get("where", {}), "title": f"{spec['title']} [tiny version: {', '.join(tiny['models'])}]"}
@@ -100,12 +105,23 @@ def cells(spec: dict) -> list[Cell]:
         raise ConfigError(f"table={spec['name']}: no `grid` section, so it has no training plan")
     return [
         Cell(model, data, i, row["strategy"], row["clip"], tuple((k, str(v)) for k, v in row.get("match", {}).items()),
-             seed, tuple(benchmarks))
+             seed, tuple(benchmarks), gpus(spec, row))
         for model in spec["models"]
         for data, benchmarks in grid["datasets"].items()
         for i, row in enumerate(spec["rows"]) if not row.get("paper_only")  # e.g. Table 2's HAdapter: the paper's number only
         for seed in row.get("seeds", grid["seeds"])  # e.g. the untrained base: one seed is all there is
     ]
+
+
+def gpus(spec: dict, row: dict) -> int:
+    """A row's GPUs per cell (`resources: {gpus: N}`, default 1; Table 1's Full FT: 4, as in
+    the paper): under Slurm one task per GPU; several train with FSDP2 (`train.fsdp=full_shard`)."""
+    resources = row.get("resources") or {}
+    unknown = set(resources) - {"gpus"}
+    n = resources.get("gpus", 1)
+    if unknown or not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"table={spec['name']}, row {row['label']!r}: resources={resources}: only `gpus`, a positive integer")
+    return n
 
 
 def dataset_waves(cfg: DictConfig, spec: dict) -> dict[str, tuple[int, str | None]]:
@@ -161,12 +177,6 @@ def extra_args(cfg: DictConfig, spec: dict, stage: str) -> list[str]:
     return [*spec["grid"].get(f"{stage}_args", []), *shlex.split(cfg[f"{stage}_args"])]
 
 
-def launcher_overrides(launcher: str) -> list[str]:
-    """`local`: Hydra's own launcher, one job after another; otherwise a launcher config of
-    conf/hydra/launcher (`slurm`, `slurm_local`)."""
-    return [] if launcher == "local" else [f"hydra/launcher={launcher}"]
-
-
 def check_launcher(launcher: str) -> None:
     names = ["local", *sorted(p.stem for p in LAUNCHER_DIR.glob("*.yaml"))]
     if launcher not in names:
@@ -202,7 +212,7 @@ def row_command(cfg: DictConfig, spec: dict, row: dict, data: str, cells_left: l
         f"model={_sweep(c.model for c in cells_left)}", f"data={data}",
         f"strategy={row['strategy']}", f"clip={row['clip']}", *(f"{k}={v}" for k, v in row.get("match", {}).items()),
         f"seed={_sweep(c.seed for c in cells_left)}", f"runs_root={quoted(Path(cfg.runs_root))}",
-        *extra_args(cfg, spec, "train"), *launcher_overrides(cfg.launcher),
+        *extra_args(cfg, spec, "train"),
     ]
 
 
@@ -211,7 +221,7 @@ def evaluation_commands(cfg: DictConfig, spec: dict, pending: dict[str, list[Pat
     return [
         [sys.executable, "-m", "aggc.evaluate", "-m", f"eval={bench}", "run=" + ",".join(quoted(r) for r in runs),
          f"hydra.sweep.dir={quoted(Path(cfg.runs_root) / 'eval-jobs' / bench)}",
-         *extra_args(cfg, spec, "eval"), *launcher_overrides(cfg.launcher)]
+         *extra_args(cfg, spec, "eval")]
         for bench, runs in pending.items() if runs
     ]
 
@@ -272,14 +282,9 @@ def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[list[str]]], list[list[
     return training_commands(cfg, spec, todo, waves), evaluation_commands(cfg, spec, pending)
 
 
-def run_all(commands: list[list[str]], launcher: str) -> None:
-    """Locally one after the other (they share the GPU); on Slurm all at once (each is an
-    array job that the launcher waits for)."""
-    if launcher != "local":
-        procs = [subprocess.Popen(c) for c in commands]
-        failed = [c for c, p in zip(commands, procs) if p.wait() != 0]
-    else:
-        failed = [c for c in commands if subprocess.run(c).returncode != 0]
+def run_all(commands: list[list[str]]) -> None:
+    """One after the other (they share the machine's GPU)."""
+    failed = [c for c in commands if subprocess.run(c).returncode != 0]
     if failed:
         raise SystemExit("failed: " + "; ".join(shlex.join(c[2:]) for c in failed))
 
@@ -290,7 +295,21 @@ def main(cfg: DictConfig) -> None:
     spec = OmegaConf.to_container(cfg.table, resolve=True)
     if cfg.tiny:
         spec = tiny_version(spec)
+    if cfg.status:
+        from .submit import status
+
+        return status(cfg, spec)
     train, evaluate = plan(cfg, spec)  # train: wave by wave (a task that starts from another's run comes after it)
+    if cfg.launcher != "local":  # a dependency chain of array jobs; the driver returns once they are queued
+        from .submit import submit
+
+        hydra_cfg = HydraConfig.get()
+        return submit(cfg, spec, hydra_cfg.runtime.choices.table,
+                      [o for o in hydra_cfg.overrides.task if o.lstrip("+~").startswith("table.")], cfg.dry_run)
+    several = sorted({spec["rows"][c.row]["label"] for c in cells(spec) if c.gpus > 1})
+    if several and not cfg.dry_run:
+        raise ConfigError(f"rows {', '.join(several)} ask for several GPUs per cell (resources.gpus): launcher=local runs "
+                          f"one process per cell; use launcher=slurm (one task per GPU)")
     for command in [c for wave in train for c in wave] + evaluate:
         shown = [f"run=<{a.count(',') + 1} runs>" if a.startswith("run=") else a for a in command[1:]]
         print(("would run: " if cfg.dry_run else "running: ") + shlex.join(shown))
@@ -299,7 +318,7 @@ def main(cfg: DictConfig) -> None:
     from .tables import write
 
     seconds = {}
-    for stage, work in (("train", lambda: [run_all(wave, cfg.launcher) for wave in train]), ("evaluate", lambda: run_all(evaluate, cfg.launcher)),
+    for stage, work in (("train", lambda: [run_all(wave) for wave in train]), ("evaluate", lambda: run_all(evaluate)),
                         ("tables", lambda: write(spec, Path(cfg.runs_root), Path(cfg.paper_dir), Path(cfg.out_dir),
                                                  *table_cells(cfg, spec)))):
         started = time.time()

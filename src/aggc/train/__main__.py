@@ -22,6 +22,7 @@ def distributed_from_slurm() -> None:
     if "SLURM_STEP_ID" in env and int(env.get("SLURM_NTASKS", "1")) > 1 and "RANK" not in env:
         from submitit.helpers import TorchDistributedEnvironment
 
+        env.setdefault("SUBMITIT_EXECUTOR", "slurm")  # set in submitit's own jobs; under srun in array.sbatch, not
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 

@@ -1,0 +1,76 @@
+"""`make <table> LAUNCHER=slurm`'s submission plan (`aggc.submit`), read from the dry run:
+training arrays per resource shape, evaluation arrays that wait per cell (aftercorr), later
+waves after earlier ones (afterok), the table's job after everything, one concurrency cap
+over the grid. (Run on the local Slurm: tests/slurm/test_submit_chain.py.)"""
+
+import re
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hypothesis import given
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from aggc.config import ConfigError
+from aggc.paths import CONF_DIR, ROOT
+from aggc.submit import arrays, shares
+
+
+def grid(tmp_path, *overrides):
+    return subprocess.run([sys.executable, "-m", "aggc.grid", f"runs_root={tmp_path}", *overrides], cwd=ROOT, capture_output=True, text=True)
+
+
+@given(st.lists(st.integers(1, 500), min_size=1, max_size=12), st.integers(1, 64))
+def test_shares_cap_the_grid_in_total(sizes, cap):
+    if len(sizes) > cap:
+        with pytest.raises(ConfigError, match="array_parallelism"):
+            shares(sizes, cap)
+        return
+    out = shares(sizes, cap)
+    assert sum(out) <= cap and all(1 <= n <= size for n, size in zip(out, sizes))
+
+
+@pytest.mark.slow
+def test_table1_is_submitted_as_a_dependency_chain_with_full_ft_on_four_gpus(tmp_path):
+    proc = grid(tmp_path, "table=table1", "dry_run=true", "launcher=slurm")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    submits = {m[1]: m[2] for m in re.finditer(r"^would submit (\S+): (sbatch .*)$", proc.stdout, re.M)}
+    assert list(submits) == ["train-w1-g1", "eval-w1-g1", "train-w1-g4", "eval-w1-g4", "table"], proc.stdout[-3000:]
+    assert "would run: -m aggc" not in proc.stdout  # nothing runs on the login node
+    files = {key: (tmp_path / "plan" / f"table1.{key}.txt").read_text().splitlines() for key in submits if key != "table"}
+    # Full FT (27 cells: 3 models x 3 training sets x 3 seeds): 4 tasks x 1 GPU, FSDP2; the rest 1 GPU
+    assert len(files["train-w1-g4"]) == 27 and all("strategy=full_ft" in li and "train.fsdp=full_shard" in li for li in files["train-w1-g4"])
+    assert len(files["train-w1-g1"]) == 81 and not any("full_ft" in li or "fsdp" in li for li in files["train-w1-g1"])
+    assert "--ntasks-per-node=4" in submits["train-w1-g4"] and "--gpus-per-node=4" in submits["train-w1-g4"]
+    assert "--ntasks-per-node=1" in submits["eval-w1-g4"] and "--gpus-per-node=1" in submits["eval-w1-g4"]
+    # evaluation task i after training task i (per cell), of the same run directory
+    for shape in ("g1", "g4"):
+        assert f"--dependency=aftercorr:<train-w1-{shape}>" in submits[f"eval-w1-{shape}"]
+        train, evals = files[f"train-w1-{shape}"], files[f"eval-w1-{shape}"]
+        assert len(evals) == len(train)
+        assert all(e.startswith("-m \"run='") and "eval=" in e for e in evals)
+    assert "--dependency=afterany:<train-w1-g1>:<eval-w1-g1>:<train-w1-g4>:<eval-w1-g4>" in submits["table"]
+    assert "-m aggc.tables table=table1" in submits["table"]
+    caps = [int(re.search(r"--array=0-\d+%(\d+)", submits[k])[1]) for k in files]
+    assert sum(caps) <= 16  # slurm.yaml's array_parallelism: the grid's total
+
+
+def test_a_later_training_wave_waits_for_the_earlier_one(tmp_path):
+    """Table 2: STS-B, RTE, MRPC start from the MNLI runs: their training arrays wait for
+    every wave-1 training array (afterok)."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("grid", overrides=["table=table2", f"runs_root={tmp_path}", "launcher=slurm", "table.grid.seeds=[0]"])
+        work = arrays(cfg, OmegaConf.to_container(cfg.table, resolve=True))
+    keys = [a.key for a in work]
+    wave1 = [k for k in keys if k.startswith("train-w1")]
+    assert wave1 and all(a.after == ("afterok", ",".join(wave1)) for a in work if a.key.startswith("train-w2"))
+    assert any(k.startswith("train-w2") for k in keys)
+    assert all(a.after == ("aftercorr", a.key.replace("eval", "train")) for a in work if a.key.startswith("eval-"))
+
+
+def test_rows_with_several_gpus_are_refused_by_the_local_launcher_before_training(tmp_path):
+    proc = grid(tmp_path, "table=table1", "table.models=[llama2_7b]", "table.grid.datasets={metamathqa: [gsm8k]}")
+    assert proc.returncode != 0 and "Full FT ask for several GPUs per cell (resources.gpus)" in proc.stderr, proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan"]  # nothing trained
