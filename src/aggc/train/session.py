@@ -23,6 +23,7 @@ from ..clipping import ClipConfig
 from ..config import ConfigError, effective_batch
 from . import rundir
 from .callback import ClipCallback
+from .console import quiet_loading, summary, use_one_progress_bar
 from .wandb_log import WandbLog
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class RunSession:
 
     def train(self, trainer):
         """`trainer.train()`, resumed when a checkpoint exists; the metrics log is closed even on a crash."""
+        use_one_progress_bar(trainer)
         try:
             return trainer.train(resume_from_checkpoint=str(self.resume) if self.resume else None)
         finally:
@@ -98,6 +100,7 @@ def claimed(cfg: DictConfig, run_dir: Path):
 
 
 def open_run(cfg: DictConfig, run_dir: Path, clip: ClipConfig) -> RunSession:
+    quiet_loading()
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = run_dir / "checkpoints"
     resume = rundir.last_checkpoint(checkpoints)
@@ -138,9 +141,11 @@ def finish_run(session: RunSession, trainer, tokenizer) -> None:
     seconds = round(sum(s["seconds"] for s in starts), 2)
     rundir.update_manifest(session.run_dir, **rundir.run_peak_memory(starts), skipped_steps=session.callback.skipped_steps,
                            train_seconds=seconds)
-    loss = rundir.train_loss(rundir.read_metrics(session.run_dir / "metrics.jsonl"))
+    records = rundir.read_metrics(session.run_dir / "metrics.jsonl")
+    loss = rundir.train_loss(records)
     rundir.mark_completed(session.run_dir, {"global_step": trainer.state.global_step, "train_loss": loss,
                                             "train_seconds": seconds, "processes": len(starts)})
+    log.info("%s", summary(records, seconds, session.run_dir))
 
 
 def trainer_arguments(cfg: DictConfig, output_dir: Path) -> dict:
