@@ -190,12 +190,6 @@ def evaluate(cfg: DictConfig) -> Path:
     run, final = check_inputs(cfg)
     if not is_completed(run):
         raise FileNotFoundError(f"run={run}: not COMPLETED; evaluate a finished run")
-    budget = generation_tokens(cfg, run)
-    if budget != cfg.max_gen_toks:
-        log.warning("max_gen_toks=%d does not fit the model's context of %d tokens (%s): generating at most %d, half "
-                    "the context, leaving the rest for the prompt; pass max_gen_toks=<n> to choose", cfg.max_gen_toks,
-                    context_length(final), final / "config.json", budget)
-        cfg.max_gen_toks = budget
     path = run / "eval" / f"{cfg.eval.name}.json"
     if is_fresh(path, run, eval_settings(cfg, run)) and not cfg.force:
         return path  # done before, read only; `force=true` evaluates again (generations come from the cache)
@@ -213,6 +207,11 @@ def _evaluate(cfg: DictConfig, run: Path, final: Path) -> Path:
     path = out_dir / f"{cfg.eval.name}.json"
     if is_fresh(path, run, settings) and not cfg.force:
         return path  # evaluated meanwhile by the process that held the lock
+    if settings["max_gen_toks"] != cfg.max_gen_toks:
+        log.warning("max_gen_toks=%d does not fit the model's context of %d tokens (%s): generating at most %d, half "
+                    "the context, leaving the rest for the prompt; pass max_gen_toks=<n> to choose", cfg.max_gen_toks,
+                    context_length(final), final / "config.json", settings["max_gen_toks"])
+        cfg.max_gen_toks = settings["max_gen_toks"]
     if path.exists() and not cfg.force:
         print(f"{path}: scored another model or other settings; evaluating again", flush=True)
     out_dir.mkdir(exist_ok=True)
