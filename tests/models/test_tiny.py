@@ -85,6 +85,20 @@ def test_pretrained_base_is_cached_keyed_by_the_base_defining_keys_only(tmp_path
     assert pretrained_tiny_base(other, tmp_path) != path
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_the_cache_entry_follows_the_umask_not_mkdtemps_0700(tmp_path, umask):
+    """A cache shared by a group (umask 002) or read by others (022) is not locked to its builder."""
+    import os
+
+    previous = os.umask(umask)
+    try:
+        path = pretrained_tiny_base(SPEC, tmp_path)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in path.iterdir())
+
+
 def test_pretraining_is_deterministic(tmp_path):
     first, _ = load_model_and_tokenizer(SPEC, tmp_path / "a")
     second, _ = load_model_and_tokenizer(SPEC, tmp_path / "b")

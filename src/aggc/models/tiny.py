@@ -184,6 +184,13 @@ def _cached(target: Path, spec: dict, build) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "aggc_spec.json").write_text(json.dumps(base_spec(spec), indent=2, sort_keys=True))
+        # mkdtemp's 0700 (and the 0600 of the weights, written through a temporary file) would lock
+        # a shared cache to its builder: as for mkdir and open, the umask decides
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
