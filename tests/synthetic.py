@@ -47,11 +47,18 @@ def completed_run(run: Path, train_cfg: DictConfig, commit: str = "c0ffee", dirt
     rundir.mark_completed(run, {"global_step": 1})
 
 
-def evaluated(run: Path, eval_cfg: DictConfig, score: float) -> Path:
-    """A result of `run`'s current model under `eval_cfg`, as the evaluation stage writes it."""
+def evaluated(run: Path, eval_cfg: DictConfig, score: float | None = None, correct: list[bool] | None = None) -> Path:
+    """A result of `run`'s current model under `eval_cfg`, as the evaluation stage writes it:
+    its score, or (`correct`) the per-item verdicts of an lm-eval benchmark (its samples, in
+    the field of the headline score) and the score they give."""
     path = run / "eval" / f"{eval_cfg.eval.name}.json"
     path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps({"benchmark": eval_cfg.eval.name, "score": score,
-                                "model_fingerprint": rundir.model_fingerprint(run),
-                                "eval_id": digest(eval_settings(eval_cfg, run))}))
+    settings = eval_settings(eval_cfg, run)
+    record = {"benchmark": eval_cfg.eval.name, "score": score, "model_fingerprint": rundir.model_fingerprint(run),
+              "eval_id": digest(settings), "eval_settings": settings}
+    if correct is not None:
+        assert eval_cfg.eval.kind == "lm_eval" and eval_cfg.eval.score == "reference"
+        record["samples"] = [{"doc_id": i, "reference_correct": bool(c)} for i, c in enumerate(correct)]
+        record["score"] = 100 * sum(map(bool, correct)) / len(correct)
+    path.write_text(json.dumps(record))
     return path

@@ -95,8 +95,11 @@ def tiny_version(spec: dict) -> dict:
     rows = [r for r in spec["rows"] if r["label"] in tiny["rows"]] if "rows" in tiny else spec["rows"]
     rows = [{k: v for k, v in r.items() if k != "resources"} for r in rows]  # the tiny model: one CPU process per cell
     grid = {**spec["grid"], **{k: tiny[k] for k in ("seeds", "datasets", "train_args", "eval_args") if k in tiny}}
+    labels = {r["label"] for r in rows}  # comparisons of the rows it keeps
+    compare = [c for c in spec.get("compare", []) if c["row"] in labels and c["reference"] in labels]
     return {**spec, "models": tiny["models"], "rows": rows, "grid": grid, "columns": tiny.get("columns", spec["columns"]),
-            "where": tiny.get("where", {}), "title": f"{spec['title']} [tiny version: {', '.join(tiny['models'])}]"}
+            "where": tiny.get("where", {}), "compare": compare,
+            "title": f"{spec['title']} [tiny version: {', '.join(tiny['models'])}]"}
 
 
 def cells(spec: dict) -> list[Cell]:

@@ -9,7 +9,9 @@ its runs. Scores of one cell are aggregated over seeds as mean ± 95% CI (Studen
 shown); the paper's value and the difference stand beside each. A cell without results
 renders as "—", never as 0; a cell with a code result whose generated code ran without the
 bwrap sandbox is marked "†"; a cell whose runs were trained by several commits, or by
-uncommitted code, is marked "‡".
+uncommitted code, is marked "‡". The rows a table compares (its config's `compare`) are
+compared item by item below the table (`paired`: Δ, interval, p, verdict), from the
+per-item verdicts in the eval files; also in `<name>.paired.csv`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from scipy import stats
 
 from ..identity import cell_id, layout
 from .figures import group_norm_figure, grpo_figure, norm_figure, sweep_figure
+from .paired import METHOD, Paired, compare, item_values
 
 MISSING = "—"
 GUARD_ONLY = "guard-only"  # aggc.evaluate.sandbox.GUARD_ONLY (not imported: that package loads torch)
@@ -73,8 +76,9 @@ def summarize(values: list[float], guard_only: bool = False) -> Summary:
 
 def collect(runs_root: Path) -> list[dict]:
     """One record per (run, benchmark): model, strategy, clip, seed, benchmark, score, the
-    code sandbox's isolation (code benchmarks; else None), and the run's whole config (rows
-    of a sweep match on its keys). A finished run's peak memory (manifest.json) is a record
+    code sandbox's isolation (code benchmarks; else None), the per-item scores (`items`,
+    `paired.item_values`; None without them) and the run's whole config (rows of a sweep
+    match on its keys). A finished run's peak memory (manifest.json) is a record
     too, under the benchmarks in MEMORY (Table 8)."""
     records = []
     for config_path in sorted(Path(runs_root).rglob("config.yaml")):
@@ -89,6 +93,7 @@ def collect(runs_root: Path) -> list[dict]:
         records += [{"model": cfg["model"]["name"], "strategy": cfg["strategy"]["name"], "clip": cfg["clip"]["name"],
                      "seed": cfg["seed"], "benchmark": bench, "score": score, "run": str(run), "config": cfg,
                      "cell_id": cell_id(cfg), "isolation": results.get(bench, {}).get("isolation"),
+                     "items": item_values(results[bench]) if bench in results else None,
                      "commits": {s["git_commit"] for s in starts}, "dirty": any(s["git_dirty"] for s in starts)}
                     for bench, score in scores.items()]
     return records
@@ -137,6 +142,12 @@ def paper_value(paper: list[dict], model: str, row: dict, bench: str) -> float |
 
 def build(spec: dict, records: list[dict], paper: list[dict]) -> list[dict]:
     """The table as rows of cells: {model, label, cells: {benchmark: (Summary|None, paper|None)}}."""
+    for model in spec["models"]:
+        for r in records:  # rows sharing a strategy and clip tell their runs apart by `match`
+            owners = [row["label"] for row in spec["rows"] if not row.get("paper_only") and row_matches(r, model, row)]
+            if len(owners) > 1:
+                raise ValueError(f"table={spec.get('name')}: the run {r.get('run')} is a run of rows {owners}: a row "
+                                 "sharing another's strategy and clip needs a `match` value the other does not have")
     rows = []
     for model in spec["models"]:
         for row in spec["rows"]:
@@ -168,6 +179,42 @@ def mean_over(records: list[dict], model: str, row: dict, benchmarks: list[str])
     return summarize(values) if values else None
 
 
+def comparisons(spec: dict, records: list[dict], paper: list[dict]) -> list[dict]:
+    """The table's paired comparisons (`compare`: each `row` against its `reference`, two
+    row labels), per model and column: {model, column, row, reference, paper (the paper's
+    Δ), result: Paired, or the reason there is none}. Columns that average others (`mean_of`) are left out."""
+    rows = {r["label"]: r for r in spec["rows"]}
+    out = []
+    for model in spec["models"]:
+        for pair in spec.get("compare", []):
+            missing = [pair[k] for k in ("row", "reference") if pair[k] not in rows]
+            if missing:
+                raise ValueError(f"table={spec['name']}: compare names no row {missing[0]!r}; rows: {', '.join(rows)}")
+            row, ref = rows[pair["row"]], rows[pair["reference"]]
+            for col in spec["columns"]:
+                if "mean_of" in col:
+                    continue
+                bench = col["benchmark"]
+                paper_row, paper_ref = (paper_value(paper, model, r, col.get("paper", bench)) for r in (row, ref))
+                theirs = paper_row - paper_ref if paper_row is not None and paper_ref is not None else None
+                out.append({"model": model, "column": col["label"], "benchmark": bench, "row": row["label"],
+                            "reference": ref["label"], "paper": theirs,
+                            "result": _compare(records, model, ref, row, bench, theirs)})
+    return out
+
+
+def _compare(records: list[dict], model: str, ref: dict, row: dict, bench: str, paper: float | None) -> Paired | str:
+    per_seed = []
+    for r in (ref, row):
+        matched = [x for x in records if row_matches(x, model, r) and x["benchmark"] == bench]
+        if not matched:
+            return "no results"
+        if any(x["items"] is None for x in matched):
+            return "no per-item scores (the score is no mean over items, or its file has none)"
+        per_seed.append({x["seed"]: x["items"] for x in matched})
+    return compare(*per_seed, paper)
+
+
 def _ours(row: dict, ours: Summary | None) -> str:
     return ours.text() if ours else PAPER_ONLY if row.get("paper_only") else MISSING
 
@@ -176,7 +223,7 @@ def _diff(ours: Summary | None, theirs: float | None) -> str:
     return f"{ours.mean - theirs:+.2f}" if ours is not None and theirs is not None else MISSING
 
 
-def markdown(spec: dict, rows: list[dict]) -> str:
+def markdown(spec: dict, rows: list[dict], pairs: list[dict] = ()) -> str:
     cols = spec["columns"]
     header = ["Model", "Strategy"] + [f"{c['label']} ({part})" for c in cols for part in ("ours", "paper", "Δ")]
     lines = [f"# {spec['title']}", "", "| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (3 * len(cols))]
@@ -197,41 +244,101 @@ def markdown(spec: dict, rows: list[dict]) -> str:
         lines[-1] += f" {GUARD_MARK}: {GUARD_NOTE}"
     if _any(rows, "mixed"):
         lines[-1] += f" {MIXED_MARK}: {MIXED_NOTE}"
+    if pairs:
+        lines += ["", "## Paired comparisons (row − reference, same items and seeds)", "",
+                  "| Model | Benchmark | Row | Reference | " + " | ".join(PAIRED_HEADER) + " |", "|---|---|---|---|" + "---:|" * 4 + "---|" + "---:|" * 3]
+        for c in pairs:
+            lines.append("| " + " | ".join([c["model"], c["column"], c["row"], c["reference"], *_paired_cells(c)]) + " |")
+        lines += ["", "Paired comparisons: Δ = mean over items of the row's minus the reference's item score, each item "
+                  f"averaged over the seeds both have; 95% CI: {METHOD}. Verdict: the paper's Δ outside the CI contradicts "
+                  "it; inside it with p < 0.05 and the same sign is consistent; otherwise inconclusive at this n (README, "
+                  "Paired comparisons)."]
     return "\n".join(lines) + "\n"
+
+
+PAIRED_HEADER = ["Δ (ours)", "95% CI", "p", "Δ (paper)", "Verdict", "MDE", "Items × seeds", "Δ per seed"]
+
+
+def _paired_cells(comparison: dict) -> list[str]:
+    result = comparison["result"]
+    if isinstance(result, str):  # the paper's Δ still shows
+        paper = f"{comparison['paper']:+.2f}" if comparison["paper"] is not None else MISSING
+        return [MISSING, MISSING, MISSING, paper, result, MISSING, MISSING, MISSING]
+    return [f"{result.delta:+.2f}", f"[{result.low:+.2f}, {result.high:+.2f}]", f"{result.p:.4f}",
+            f"{result.paper:+.2f}" if result.paper is not None else MISSING, result.verdict,
+            f"{result.mde:.2f}" if result.mde is not None else MISSING, f"{result.items} × {len(result.seeds)}",
+            ", ".join(f"{d:+.2f}" for d in result.per_seed)]
 
 
 def _any(rows: list[dict], mark: str) -> bool:
     return any(ours is not None and getattr(ours, mark) for row in rows for ours, _ in row["cells"].values())
 
 
-def latex(spec: dict, rows: list[dict]) -> str:
+# Characters a table's text may carry, in LaTeX that pdflatex compiles without extra packages
+# (booktabs aside); any other non-ASCII character is refused (`tex`).
+TEX_CHARS = {"β": r"$\beta$", "α": r"$\alpha$", "Δ": r"$\Delta$", "✓": r"$\surd$", "×": r"$\times$", "±": r"$\pm$",
+             "−": "$-$", "—": "---", "–": "--", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "≥": r"$\geq$", "≤": r"$\leq$",
+             "·": r"$\cdot$", "√": r"$\surd$", "₀": "$_0$", "…": r"\ldots{}", "’": "'"}
+TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+               "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex(text: str) -> str:
+    """Plain text as LaTeX: its special characters escaped, the non-ASCII ones it may carry
+    (TEX_CHARS) in math mode or as macros; any other non-ASCII character is an error."""
+    out = []
+    for ch in str(text):
+        if ch in TEX_SPECIAL:
+            out.append(TEX_SPECIAL[ch])
+        elif ch in TEX_CHARS:
+            out.append(TEX_CHARS[ch])
+        elif ord(ch) < 128:
+            out.append(ch)
+        else:
+            raise ValueError(f"{text!r}: {ch!r} has no LaTeX spelling here (aggc.tables.TEX_CHARS)")
+    return "".join(out)
+
+
+def _tex_ours(row: dict, ours: Summary | None) -> str:
+    if ours is None:
+        return tex(_ours(row, ours))
+    cell = rf"${ours.mean:.2f} \pm {ours.ci95:.2f}$" if ours.ci95 is not None else f"{ours.mean:.2f}"
+    cell += f" ($n={ours.n}$)"
+    return cell + (r"$^\dagger$" if ours.guard_only else "") + (r"$^\ddagger$" if ours.mixed else "")
+
+
+def latex(spec: dict, rows: list[dict], pairs: list[dict] = ()) -> str:
+    """The Markdown table's content as LaTeX tabulars (booktabs): ours with n, the paper's
+    value and Δ per column; then the paired comparisons; notes as comments."""
     cols = spec["columns"]
-    def esc(s: str) -> str:
-        return s.replace("_", r"\_").replace("%", r"\%")
-    out = [r"\begin{tabular}{ll" + "r" * (2 * len(cols)) + "}", r"\toprule",
-           "Model & Strategy & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{esc(c['label'])}}}" for c in cols) + r" \\",
-           " & & " + " & ".join("ours & paper" for _ in cols) + r" \\", r"\midrule"]
+    out = [f"% {tex(spec['title'])}", r"\begin{tabular}{ll" + "rrr" * len(cols) + "}", r"\toprule",
+           "Model & Strategy & " + " & ".join(rf"\multicolumn{{3}}{{c}}{{{tex(c['label'])}}}" for c in cols) + r" \\",
+           " & & " + " & ".join(r"ours & paper & $\Delta$" for _ in cols) + r" \\", r"\midrule"]
     previous = None
     for row in rows:
-        model = esc(row["model"]) if row["model"] != previous else ""
+        model = tex(row["model"]) if row["model"] != previous else ""
         if previous is not None and row["model"] != previous:
             out.append(r"\midrule")
         previous = row["model"]
         cells = []
         for c in cols:
             ours, theirs = row["cells"][c["benchmark"]]
-            cells.append(rf"${ours.mean:.2f} \pm {ours.ci95:.2f}$" if ours and ours.ci95 is not None else (f"{ours.mean:.2f}" if ours else _ours(row, ours)))
-            if ours and ours.guard_only:
-                cells[-1] += r"$^\dagger$"
-            if ours and ours.mixed:
-                cells[-1] += r"$^\ddagger$"
-            cells.append(f"{theirs:g}" if theirs is not None else MISSING)
-        out.append(" & ".join([model, esc(row["label"]), *cells]) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}"]
+            cells += [_tex_ours(row, ours), f"{theirs:g}" if theirs is not None else tex(MISSING), tex(_diff(ours, theirs))]
+        out.append(" & ".join([model, tex(row["label"]), *cells]) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}",
+            "% " + tex(f"{MISSING}: no result yet, or no such row in the paper. 95% CI: Student t over seeds; n = seeds.")]
     if _any(rows, "guard_only"):
-        out.append(r"% $^\dagger$: " + GUARD_NOTE)
+        out.append(r"% $^\dagger$: " + tex(GUARD_NOTE))
     if _any(rows, "mixed"):
-        out.append(r"% $^\ddagger$: " + MIXED_NOTE)
+        out.append(r"% $^\ddagger$: " + tex(MIXED_NOTE))
+    if pairs:
+        out += ["", "% " + tex("Paired comparisons (row − reference, same items and seeds)"),
+                r"\begin{tabular}{llllrrrrlrrr}", r"\toprule",
+                " & ".join(tex(h) for h in ["Model", "Benchmark", "Row", "Reference", *PAIRED_HEADER]) + r" \\", r"\midrule"]
+        for c in pairs:
+            out.append(" & ".join(tex(v) for v in [c["model"], c["column"], c["row"], c["reference"],
+                                                   *_paired_cells(c)]) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", "% " + tex(f"95% CI: {METHOD}.")]
     return "\n".join(out) + "\n"
 
 
@@ -244,6 +351,22 @@ def csv_rows(spec: dict, rows: list[dict]) -> list[list]:
                           f"{ours.mean:.4f}" if ours else "", f"{ours.ci95:.4f}" if ours and ours.ci95 is not None else "",
                           ours.n if ours else 0, theirs if theirs is not None else "",
                           f"{ours.mean - theirs:.4f}" if ours and theirs is not None else ""])
+    return table
+
+
+def paired_csv_rows(pairs: list[dict]) -> list[list]:
+    """The paired comparisons, one line each (`note`: why a comparison has no numbers)."""
+    table = [["model", "benchmark", "row", "reference", "delta", "ci_low", "ci_high", "p", "paper_delta", "verdict", "mde",
+              "items", "seeds", "delta_per_seed", "note"]]
+    for c in pairs:
+        head, r = [c["model"], c["benchmark"], c["row"], c["reference"]], c["result"]
+        if isinstance(r, str):
+            paper = f"{c['paper']:.4f}" if c["paper"] is not None else ""
+            table.append([*head, "", "", "", "", paper, "", "", 0, "", "", r])
+            continue
+        table.append([*head, f"{r.delta:.4f}", f"{r.low:.4f}", f"{r.high:.4f}", f"{r.p:.4f}",
+                      f"{r.paper:.4f}" if r.paper is not None else "", r.verdict, f"{r.mde:.4f}" if r.mde is not None else "",
+                      r.items, " ".join(map(str, r.seeds)), " ".join(f"{d:.4f}" for d in r.per_seed), ""])
     return table
 
 
@@ -280,14 +403,19 @@ def _in_place(record: dict, runs_root: Path) -> bool:
 
 
 def render(spec: dict, records: list[dict], paper_dir: Path, out_dir: Path) -> dict[str, Path]:
-    """Markdown, LaTeX, CSV (and the table's figure) from `records`."""
-    rows = build(spec, records, read_paper(paper_dir / spec["paper_values"]))
+    """Markdown, LaTeX, CSV, the paired comparisons' CSV (and the table's figure) from `records`."""
+    paper = read_paper(paper_dir / spec["paper_values"])
+    rows, pairs = build(spec, records, paper), comparisons(spec, records, paper)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{spec['name']}.{ext}" for ext in ("md", "tex", "csv")}
-    paths["md"].write_text(markdown(spec, rows))
-    paths["tex"].write_text(latex(spec, rows))
+    paths["md"].write_text(markdown(spec, rows, pairs))
+    paths["tex"].write_text(latex(spec, rows, pairs))
     with open(paths["csv"], "w", newline="") as f:
         csv.writer(f).writerows(csv_rows(spec, rows))
+    if pairs:
+        paths["paired.csv"] = out_dir / f"{spec['name']}.paired.csv"
+        with open(paths["paired.csv"], "w", newline="") as f:
+            csv.writer(f).writerows(paired_csv_rows(pairs))
     figure = spec.get("figure")
     if figure and figure.get("kind") == "norms":  # Figures 1, 2, 7: a row of panels per model
         runs = {m: dict(found) for m in spec["models"] if (found := figure_panels(spec, records, m))}

@@ -1,0 +1,149 @@
+"""Paired comparisons: does a table's row differ from its reference row, on the same items?
+
+The rows a paper compares (AGGC vs LoRA, GRPO + AGGC vs GRPO, an ablation setting vs the
+main one) are scored on the same test items with the same seeds, so their difference is
+measured item by item, from the per-item verdicts in the eval files (`samples`), not from
+the two rows' means. A table config declares its comparisons (`compare:` in
+conf/table/*.yaml: `row` and `reference`, two row labels); for each model and column:
+
+- Δ: the mean over items of the per-item difference (row − reference), each item's
+  difference averaged over the seeds both rows have (in the score's unit: percent).
+- 95% interval: bootstrap over items (scipy.stats.bootstrap, BCa, paired). An item is
+  resampled with all its seeds: the seeds share the test items, and an item hard in one
+  seed is hard in the others, so resampling items independently per seed would be too
+  narrow.
+- p: two-sided paired permutation test over items (scipy.stats.permutation_test,
+  permutation_type="samples": each item's row and reference values swap), i.e. the
+  sign-flip test of the item differences; exact when the items are few.
+- MDE: the smallest |Δ| this comparison detects with 80% power at α = 0.05 (two-sided),
+  by the normal approximation at the observed spread of the item differences:
+  (z₀.₉₇₅ + z₀.₈₀) · sd(d) / √items. None when every item difference is the same.
+- verdict: with the paper's Δ, "contradicts the paper" when the interval excludes it,
+  "consistent with the paper" when it does not and p < α with the paper's sign, else
+  "inconclusive at this n"; without one, "differs" (p < α) or "no difference found".
+
+Both resampling tests draw from a fixed seed: a table is reproduced byte for byte. The
+test is conditional on the trained models (the seeds are fixed, not resampled): it asks
+whether these models differ on this benchmark's item population; the per-seed Δs show how
+much the difference moves with the training seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+ALPHA = 0.05
+POWER = 0.80
+N_RESAMPLES = 9999
+RNG_SEED = 0  # both resampling tests: a table renders the same every time
+BATCH = 500  # resamples at a time (memory: a GLUE dev set has up to 40k items)
+METHOD = ("bootstrap over items (BCa, 9999 resamples; an item with all its seeds), p: paired permutation "
+          "test over items (9999 resamples), MDE: smallest |Δ| detected with 80% power at α = 0.05 "
+          "(normal approximation at the observed item spread); fixed random seed")
+
+
+def item_values(result: dict) -> dict[str, float] | None:
+    """A result's score per item, keyed by item id, such that their mean is the result's
+    score; None when its file has no per-item verdicts or its score is no mean over items
+    (MCC, Pearson, an MT-Bench run with unrated turns)."""
+    samples = result.get("samples")
+    settings = (result.get("eval_settings") or {}).get("eval") or {}
+    if not samples or "score" not in settings:
+        return None
+    kind = settings.get("kind")
+    if kind == "lm_eval":
+        key = _lm_eval_key(settings)
+        values = {str(s["doc_id"]): 100 * float(s[key]) for s in samples if key in s}
+    elif kind == "mt_bench":
+        values = {str(s["question_id"]): float(np.mean([r["median"] for r in s["ratings"]]))
+                  for s in samples if all(r["median"] is not None for r in s["ratings"])}
+    elif kind == "glue" and settings["score"].endswith("accuracy"):
+        split = settings["score"][: -len("accuracy")].rstrip("_") or "validation"
+        values = {f"{s['split']}/{s['index']}": 100.0 * (s["prediction"] == s["label"]) for s in samples if s["split"] == split}
+    else:
+        return None
+    if len(values) != len(samples) and kind != "glue" or not values:
+        return None
+    if not math.isclose(float(np.mean(list(values.values()))), float(result["score"]), rel_tol=1e-9, abs_tol=1e-6):
+        return None  # not the score the table shows: no paired statistic stands beside it
+    return values
+
+
+def _lm_eval_key(settings: dict) -> str:
+    """The sample field of the headline score: `reference_correct` for the authors' rule,
+    else lm-eval's `<filter>_<metric>` (`<metric>` for filter none), as `per_sample` writes."""
+    score = settings["score"]
+    if score == "reference" and settings.get("reference"):
+        return "reference_correct"
+    metric, _, filt = settings["scores"][score].partition(",")
+    return metric if filt in ("", "none") else f"{filt}_{metric}"
+
+
+@dataclass(frozen=True)
+class Paired:
+    delta: float
+    low: float
+    high: float
+    p: float
+    mde: float | None  # None: every item difference is the same (no spread to scale from)
+    items: int
+    seeds: tuple[int, ...]
+    per_seed: tuple[float, ...]
+    paper: float | None
+    verdict: str
+
+
+def compare(reference: dict[int, dict[str, float]], row: dict[int, dict[str, float]], paper: float | None) -> Paired | str:
+    """The paired comparison of `row` against `reference` ({seed: {item: value}}) over the
+    seeds both have; a reason (str) when there is none to make."""
+    seeds = sorted(set(reference) & set(row))
+    if not seeds:
+        return "no seed with both results"
+    items = sorted(reference[seeds[0]])
+    if any(sorted(reference[s]) != items or sorted(row[s]) != items for s in seeds):
+        return "scored on different items"
+    ref = np.array([[reference[s][i] for i in items] for s in seeds])
+    new = np.array([[row[s][i] for i in items] for s in seeds])
+    return paired_statistics(ref, new, paper, tuple(seeds))
+
+
+def paired_statistics(ref: np.ndarray, new: np.ndarray, paper: float | None, seeds: tuple[int, ...] = (0,)) -> Paired:
+    """The comparison of two (seeds x items) arrays of per-item values (module docstring)."""
+    x, y = ref.mean(axis=0), new.mean(axis=0)  # each item's value, averaged over seeds
+    d = y - x
+    delta = float(d.mean())
+    rng = np.random.default_rng(RNG_SEED)
+
+    def mean_difference(a, b, axis=-1):
+        return np.mean(b - a, axis=axis)
+
+    if np.ptp(d) == 0:  # the same difference on every item: nothing to resample
+        low = high = delta
+        p = 1.0 if delta == 0 else float(stats.permutation_test(
+            (x, y), mean_difference, permutation_type="samples", vectorized=True, n_resamples=N_RESAMPLES,
+            batch=BATCH, rng=rng).pvalue)
+        mde = None
+    else:
+        ci = stats.bootstrap((x, y), mean_difference, paired=True, vectorized=True, n_resamples=N_RESAMPLES, batch=BATCH,
+                             method="BCa", rng=rng).confidence_interval
+        low, high = float(ci.low), float(ci.high)
+        p = float(stats.permutation_test((x, y), mean_difference, permutation_type="samples", vectorized=True,
+                                         n_resamples=N_RESAMPLES, batch=BATCH, rng=rng).pvalue)
+        z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
+        mde = float(z * d.std(ddof=1) / math.sqrt(len(d)))
+    per_seed = tuple(float(v) for v in (new - ref).mean(axis=1))
+    return Paired(delta, low, high, p, mde, len(d), seeds, per_seed, paper, verdict(delta, low, high, p, paper))
+
+
+def verdict(delta: float, low: float, high: float, p: float, paper: float | None) -> str:
+    if paper is None:
+        return "differs" if p < ALPHA else "no difference found"
+    if not low <= paper <= high:
+        return "contradicts the paper"
+    if p < ALPHA and np.sign(delta) == np.sign(paper):
+        return "consistent with the paper"
+    return "inconclusive at this n"

@@ -1,0 +1,86 @@
+"""The .tex tables carry what the .md tables carry (ours with n, the paper's value, Δ, the
+paired comparisons) and compile: every character outside ASCII is escaped or in math mode
+(checked always), and pdflatex compiles each table where it is installed."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+
+from aggc import grid
+from aggc.paths import CONF_DIR, ROOT
+from aggc.tables import MISSING, render, tex
+
+TABLES = sorted(p.stem for p in (CONF_DIR / "table").glob("*.yaml"))
+
+
+def records(spec: dict) -> list[dict]:
+    """Three seeds of every trained row on every benchmark, with per-item verdicts."""
+    rng, out = np.random.default_rng(0), []
+    benchmarks = {b for col in spec["columns"] for b in col.get("mean_of", [col["benchmark"]])}
+    for model in spec["models"]:
+        for row in spec["rows"]:
+            if row.get("paper_only"):
+                continue
+            config = {}
+            for key, value in row.get("match", {}).items():
+                *path, last = key.split(".")
+                node = config
+                for part in path:
+                    node = node.setdefault(part, {})
+                node[last] = value
+            for seed in (0, 1, 2):
+                for bench in benchmarks:
+                    items = {str(i): 100.0 * (rng.random() < 0.4) for i in range(40)}
+                    out.append({"model": model, "strategy": row["strategy"], "clip": row["clip"], "seed": seed,
+                                "benchmark": bench, "score": float(np.mean(list(items.values()))), "config": config,
+                                "items": items, "isolation": None, "commits": set(), "dirty": False, "run": "r"})
+    return out
+
+
+@pytest.mark.parametrize("tiny", [False, True], ids=["full", "tiny"])
+@pytest.mark.parametrize("table", TABLES)
+def test_tex_is_escaped_carries_the_markdown_content_and_compiles(table, tiny, tmp_path):
+    raw = yaml.safe_load((CONF_DIR / "table" / f"{table}.yaml").read_text())
+    if tiny and "tiny" not in raw:
+        pytest.skip(f"{table} has no tiny version")
+    spec = {k: v for k, v in (grid.tiny_version(raw) if tiny else raw).items() if k != "figure"}  # figures: test_figures
+    paths = render(spec, records(spec), ROOT / "results" / "paper", tmp_path)
+    text = paths["tex"].read_text()
+    assert text.isascii(), [c for c in text if not c.isascii()]
+    for line in text.splitlines():
+        body = line.replace(r"\$", "").replace(r"\{", "").replace(r"\}", "")
+        assert body.count("$") % 2 == 0 and body.count("{") == body.count("}"), line
+    # what the Markdown carries: Δ column and n per cell, every paired comparison
+    assert r"ours & paper & $\Delta$" in text and "($n=3$)" in text
+    if spec.get("compare"):
+        md = paths["md"].read_text()
+        assert "## Paired comparisons" in md
+        pairs = [line for line in md.splitlines() if line.count("|") == 13 and not line.startswith("| Model")
+                 and not line.startswith("|---")]
+        assert pairs and all(tex(p.split("|")[3].strip()) + " & " + tex(p.split("|")[4].strip()) in text for p in pairs)
+        assert all(MISSING not in p.split("|")[5] for p in pairs)  # every comparison has its Δ
+    if shutil.which("pdflatex"):
+        doc = tmp_path / "doc.tex"
+        doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n\\input{"
+                       + paths["tex"].name + "}\n\\end{document}\n")
+        proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_tex_escapes_specials_and_refuses_unknown_characters():
+    assert tex("a_b & 50% β ✓ × — Δ ±") == r"a\_b \& 50\% $\beta$ $\surd$ $\times$ --- $\Delta$ $\pm$"
+    with pytest.raises(ValueError, match="no LaTeX spelling"):
+        tex("naïve")
+
+
+def test_every_comparison_names_rows_of_its_table():
+    """A table config's `compare` names two of its rows (full and tiny versions alike)."""
+    for table in TABLES:
+        raw = yaml.safe_load((CONF_DIR / "table" / f"{table}.yaml").read_text())
+        for spec in [raw] + ([grid.tiny_version(raw)] if "tiny" in raw else []):
+            labels = {r["label"] for r in spec["rows"]}
+            assert all({c["row"], c["reference"]} <= labels for c in spec.get("compare", [])), table

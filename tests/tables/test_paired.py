@@ -1,0 +1,171 @@
+"""Paired comparisons (aggc.tables.paired) on synthetic per-item verdicts whose answer is
+known: a built-in difference is found, none is found where there is none, at the stated
+rates (simulated false-positive rate near α, power near 80% at the stated MDE)."""
+
+import numpy as np
+import pytest
+
+from aggc.tables import paired
+from aggc.tables.paired import ALPHA, compare, item_values, paired_statistics, verdict
+
+
+def draw(rng, p_ref, delta, seeds=3):
+    """(seeds x items) verdicts in percent: item i right with probability p_ref[i] for the
+    reference and p_ref[i] + delta for the row, independently per seed."""
+    shape = (seeds, len(p_ref))
+    ref = 100.0 * (rng.random(shape) < p_ref)
+    new = 100.0 * (rng.random(shape) < np.clip(p_ref + delta, 0, 1))
+    return ref, new
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    """Fewer resamples for the simulations (the procedure is the same; p is resolved to 2e-3)."""
+    monkeypatch.setattr(paired, "N_RESAMPLES", 499)
+
+
+def test_false_positive_rate_is_near_alpha_under_the_null(fast):
+    """200 synthetic nulls (both rows right with the same per-item probability): p < 0.05 in
+    about 5% of them (3 binomial SDs: 1%-10%), and the 95% interval covers 0 about 95% of the time."""
+    rng = np.random.default_rng(1)
+    sims, rejected, covered = 200, 0, 0
+    for _ in range(sims):
+        p_ref = rng.uniform(0.1, 0.7, size=200)
+        r = paired_statistics(*draw(rng, p_ref, 0.0), paper=None)
+        rejected += r.p < ALPHA
+        covered += r.low <= 0 <= r.high
+    assert 0.01 <= rejected / sims <= 0.10
+    assert 0.90 <= covered / sims <= 0.99
+
+
+def test_power_at_the_stated_mde_is_near_80_percent(fast):
+    """A built-in difference of the size the comparison says it can detect (its MDE) is
+    found in about 80% of repetitions (60%-95% over 100); a large one (+30 points) always."""
+    rng = np.random.default_rng(2)
+    p_ref = rng.uniform(0.1, 0.7, size=200)
+    mde = np.median([paired_statistics(*draw(rng, p_ref, 0.0), paper=None).mde for _ in range(20)]) / 100
+    found = [paired_statistics(*draw(rng, p_ref, mde), paper=None) for _ in range(100)]
+    assert 0.60 <= np.mean([r.p < ALPHA for r in found]) <= 0.95
+    large = [paired_statistics(*draw(rng, p_ref, 0.3), paper=None) for _ in range(20)]
+    assert all(r.p < ALPHA and r.verdict == "differs" and r.low <= 30 <= r.high + 3 for r in large)
+
+
+def test_built_in_difference_is_found_and_its_size_estimated():
+    rng = np.random.default_rng(3)
+    ref, new = draw(rng, np.full(300, 0.3), 0.2)
+    r = paired_statistics(ref, new, paper=20.0)
+    assert r.p < ALPHA and r.low <= 20 <= r.high and r.verdict == "consistent with the paper"
+    assert paired_statistics(ref, new, paper=-5.0).verdict == "contradicts the paper"
+    assert abs(r.delta - (new.mean() - ref.mean())) < 1e-9 and r.items == 300
+
+
+def test_no_difference_is_found_where_there_is_none():
+    rng = np.random.default_rng(4)
+    ref, new = draw(rng, rng.uniform(0.2, 0.6, 200), 0.0)
+    r = paired_statistics(ref, new, paper=None)
+    assert r.p >= ALPHA and r.low <= 0 <= r.high and r.verdict == "no difference found"
+    # a paper Δ inside the interval: this n cannot tell it from no difference
+    assert paired_statistics(ref, new, paper=r.high / 2).verdict == "inconclusive at this n"
+
+
+def test_identical_rows_have_no_difference_and_no_mde():
+    ref = 100.0 * (np.random.default_rng(5).random((3, 50)) < 0.5)
+    r = paired_statistics(ref, ref.copy(), paper=None)
+    assert (r.delta, r.low, r.high, r.p, r.mde) == (0.0, 0.0, 0.0, 1.0, None)
+
+
+def test_same_input_same_numbers():
+    """A fixed random seed: the table a `make demo` writes is reproduced byte for byte."""
+    rng = np.random.default_rng(6)
+    ref, new = draw(rng, rng.uniform(0.2, 0.6, 100), 0.05)
+    assert paired_statistics(ref, new, paper=1.0) == paired_statistics(ref, new, paper=1.0)
+
+
+def test_verdict_rules():
+    assert verdict(3.0, 1.0, 5.0, 0.01, None) == "differs"
+    assert verdict(3.0, -1.0, 5.0, 0.2, None) == "no difference found"
+    assert verdict(3.0, 1.0, 5.0, 0.01, 4.0) == "consistent with the paper"
+    assert verdict(3.0, 1.0, 5.0, 0.01, 6.0) == "contradicts the paper"
+    assert verdict(1.0, -1.0, 3.0, 0.3, 2.0) == "inconclusive at this n"
+
+
+def test_compare_pairs_seeds_and_items_and_refuses_different_items():
+    ref = {0: {"a": 0.0, "b": 100.0}, 1: {"a": 0.0, "b": 0.0}, 2: {"a": 100.0, "b": 0.0}}
+    row = {0: {"a": 100.0, "b": 100.0}, 1: {"a": 100.0, "b": 100.0}}  # seed 2 not run yet
+    r = compare(ref, row, None)
+    assert r.seeds == (0, 1) and r.items == 2 and r.per_seed == (50.0, 100.0) and r.delta == 75.0
+    assert compare(ref, {0: {"a": 0.0, "c": 0.0}}, None) == "scored on different items"
+    assert compare(ref, {5: {"a": 0.0, "b": 0.0}}, None) == "no seed with both results"
+
+
+def _lm_eval(score_key, samples, score, reference=None):
+    scores = {"strict": "exact_match,strict", "flexible": "exact_match,flexible", "pass@1": "pass@1,code",
+              "reference": "reference,none"}
+    settings = {"kind": "lm_eval", "score": score_key, "scores": scores, **({"reference": reference} if reference else {})}
+    return {"score": score, "samples": samples, "eval_settings": {"eval": settings}}
+
+
+@pytest.mark.parametrize("result, expected", [
+    # GSM8K under the authors' rule, lm-eval's strict filter, MATH's reference metric, HumanEval's pass@1
+    (_lm_eval("reference", [{"doc_id": 0, "reference_correct": True}, {"doc_id": 1, "reference_correct": False}], 50.0,
+              reference="gsm8k"), {"0": 100.0, "1": 0.0}),
+    (_lm_eval("strict", [{"doc_id": 0, "strict_exact_match": 1.0}, {"doc_id": 1, "strict_exact_match": 1.0}], 100.0),
+     {"0": 100.0, "1": 100.0}),
+    (_lm_eval("reference", [{"doc_id": 3, "reference": 0.0}, {"doc_id": 4, "reference": 1.0}], 50.0), {"3": 0.0, "4": 100.0}),
+    (_lm_eval("pass@1", [{"doc_id": 0, "code_pass@1": 1.0}, {"doc_id": 1, "code_pass@1": 0.0}], 50.0), {"0": 100.0, "1": 0.0}),
+    ({"score": 6.5, "eval_settings": {"eval": {"kind": "mt_bench", "score": "mean"}},
+      "samples": [{"question_id": 81, "ratings": [{"median": 8}, {"median": 6}]},
+                  {"question_id": 82, "ratings": [{"median": 7}, {"median": 5}]}]}, {"81": 7.0, "82": 6.0}),
+    ({"score": 50.0, "eval_settings": {"eval": {"kind": "glue", "score": "matched_accuracy"}},
+      "samples": [{"split": "matched", "index": 0, "label": 1, "prediction": 1},
+                  {"split": "matched", "index": 1, "label": 0, "prediction": 1},
+                  {"split": "mismatched", "index": 0, "label": 0, "prediction": 1}]}, {"matched/0": 100.0, "matched/1": 0.0}),
+    # no per-item mean: Matthews correlation, a score its items do not give, no samples at all
+    ({"score": 12.0, "eval_settings": {"eval": {"kind": "glue", "score": "mcc"}},
+      "samples": [{"split": "validation", "index": 0, "label": 1, "prediction": 1}]}, None),
+    (_lm_eval("reference", [{"doc_id": 0, "reference_correct": True}], 40.0, reference="gsm8k"), None),
+    ({"score": 40.0}, None),
+])
+def test_item_values_are_the_items_whose_mean_is_the_score(result, expected):
+    assert item_values(result) == expected
+
+
+def test_demo_table_from_eval_files_finds_the_built_in_difference_and_no_other(tmp_path):
+    """Synthetic eval files for `make demo`'s grid, per-item verdicts in the lm-eval samples
+    as the evaluation stage writes them: the positive control's row is right on 10% of the
+    items, every other row on the same per-item probabilities (no difference). The table's
+    paired section finds the control's difference (p < 0.05, interval around the built-in
+    Δ) and none between AGGC and LoRA; the paired CSV and the LaTeX say the same."""
+    import csv
+
+    from hydra import initialize_config_dir
+
+    from aggc.paths import CONF_DIR
+
+    from ..synthetic import completed_run, evaluated, table_plan, train_config
+    from .test_tables import tables_cli
+
+    rng = np.random.default_rng(7)
+    p_items = rng.uniform(0.3, 0.6, 200)
+
+    def correct(cell):
+        control = dict(cell.match).get("clip.max_norm") == "1e-07"
+        return list(rng.random(200) < (0.1 if control else p_items))
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg, spec, dirs, evals = table_plan("demo", tmp_path)
+        for cell, run in dirs.items():
+            completed_run(run, train_config(cfg, spec, cell))
+            evaluated(run, evals["arith"], correct=correct(cell))
+    md = tables_cli(tmp_path, "demo", "table.name=mini", "~table.figure")  # no metrics.jsonl to draw
+    lines = {tuple(c.strip() for c in line.split("|")[3:5]): line for line in md.splitlines() if line.count("|") == 13}
+    control = lines[("Control: LoRA, clip at 1e-7", "LoRA")].split("|")
+    assert control[9].strip() == "differs" and float(control[7]) < ALPHA
+    low, high = map(float, control[6].strip(" []").split(","))
+    truth = 100 * (0.1 - p_items.mean())
+    assert low <= truth <= high
+    assert "| no difference found |" in lines[("AGGC", "LoRA")]
+    rows = list(csv.DictReader((tmp_path / "out" / "mini.paired.csv").open()))
+    assert [(r["row"], r["verdict"]) for r in rows] == [("AGGC", "no difference found"), ("AGGC", "no difference found"),
+                                                        ("Control: LoRA, clip at 1e-7", "differs")]
+    assert r"Control: LoRA, clip at 1e-7 & LoRA & -" in (tmp_path / "out" / "mini.tex").read_text()
