@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -129,6 +130,9 @@ def submit(cfg: DictConfig, spec: dict, table: str, table_overrides: list[str], 
 
     if any(a.startswith("hydra/launcher") for a in grid.extra_args(cfg, spec, "train") + grid.extra_args(cfg, spec, "eval")):
         raise ConfigError("hydra/launcher=... in train_args/eval_args: choose the launcher with launcher=<name> (LAUNCHER=)")
+    if not dry_run and not shutil.which("sbatch"):
+        raise ConfigError(f"launcher={cfg.launcher}: no `sbatch` here; submit from a machine with Slurm's commands "
+                          "(a login node), or use launcher=local")
     plan_dir = Path(cfg.runs_root) / "plan"
     logs = plan_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -181,10 +185,12 @@ def scheduler_states(jobs: list[str]) -> dict[str, str]:
     """State of each task the scheduler knows ("12_3": "RUNNING"): sacct where accounting
     runs (every job, however old), else squeue (jobs ended within MinJobAge)."""
     states: dict[str, str] = {}
-    if not jobs:
+    if not jobs or not shutil.which("squeue"):
         return states
     proc = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(jobs)], capture_output=True, text=True)
     states.update(line.split("|", 1) for line in proc.stdout.split() if "|" in line)
+    if not shutil.which("sacct"):
+        return states
     proc = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(jobs)], capture_output=True, text=True)
     if proc.returncode == 0:
         states.update((job, state.split()[0]) for job, state in (line.split("|", 1) for line in proc.stdout.split("\n") if "|" in line))
