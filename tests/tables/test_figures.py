@@ -69,3 +69,59 @@ def test_each_figure_draws_its_groups_and_norms_per_model(figure, tmp_path):
             assert values == [norms(spec["models"].index(model), strategy, s)[norm == "post"][group] for s in steps]
     table = (tmp_path / "out" / f"{figure}.md").read_text()
     assert "2.00 ± 0.00 (n=3)" in table  # the drawn rows' peak GPU memory
+
+
+def drawn_figure(monkeypatch):
+    """The figure a drawing function made (it closes it after saving): kept to inspect."""
+    from aggc.tables import figures
+
+    kept = []
+    monkeypatch.setattr(figures.plt, "close", kept.append)
+    return kept
+
+
+def identical_runs(tmp_path, labels, steps=5):
+    """Runs whose metrics are the same at every step: their curves coincide."""
+    runs = []
+    for label in labels:
+        run = tmp_path / label
+        run.mkdir()
+        rows = [{"step": s, "reward": 0.5, "kl": 0.01 * s, "pg_loss": 0.0, "norms": {g: 1.0 for g in GROUPS},
+                 "post_norms": {g: 1.0 + s for g in GROUPS}} for s in range(steps)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        runs.append((label, run))
+    return runs
+
+
+def check_readable(fig, distinct=("linestyle", "marker")):
+    """Every panel: both axes labelled, whole-number step ticks, and each curve drawn
+    distinguishably (`distinct`: by its dash and marker, where curves of the same colour family
+    can coincide; by colour where each is a group of its own)."""
+    for ax in fig.axes:
+        assert ax.get_xlabel() == "optimizer step" and ax.get_ylabel()
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        styles = [tuple(str(getattr(line, f"get_{d}")()) for d in distinct) for line in ax.get_lines()]
+        assert len(set(styles)) == len(styles), styles
+
+
+def test_group_norm_figure_is_readable(tmp_path, monkeypatch):
+    from aggc.tables.figures import group_norm_figure
+
+    kept = drawn_figure(monkeypatch)
+    group_norm_figure([(label, run) for label, run in identical_runs(tmp_path, ["LoRA", "AGGC"])], tmp_path / "g.png")
+    fig = kept[0]
+    fig.axes[1].set_ylabel(fig.axes[0].get_ylabel())  # a shared y axis is labelled once, on the left panel
+    check_readable(fig, distinct=("color",))
+
+
+def test_grpo_figure_is_readable_when_curves_coincide(tmp_path, monkeypatch):
+    from aggc.tables import figures
+
+    kept = drawn_figure(monkeypatch)
+    runs = identical_runs(tmp_path, ["GRPO", "GRPO + AGGC"])
+    if hasattr(figures, "grpo_curves"):  # rows over seeds
+        figures.grpo_figure(figures.grpo_curves([(label, 0, run) for label, run in runs]), tmp_path / "c.png")
+    else:
+        figures.grpo_figure(runs, tmp_path / "c.png")
+    check_readable(kept[0])

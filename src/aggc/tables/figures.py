@@ -10,7 +10,27 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
 from ..train.rundir import read_metrics  # noqa: E402
+
+# Line styles and markers taken in turn, so curves that coincide (two strategies with the same
+# reward, groups clipped to one norm) stay visible: the later one draws over with another dash.
+STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1, 1, 1)), "v"), ((0, (1, 2)), "x"), ((0, (3, 2, 1, 2, 1, 2)), "P"))
+
+
+def curve_style(i: int, points: int) -> dict:
+    """The `i`-th curve's dash and marker, a marker on about ten of its `points`."""
+    dash, marker = STYLES[i % len(STYLES)]
+    return {"linestyle": dash, "marker": marker, "markersize": 3.5, "markevery": max(1, points // 10)}
+
+
+def step_axis(ax) -> None:
+def step_axis(ax) -> None:
+    """An x axis of optimizer steps: labelled, with whole-number ticks only (matplotlib's
+    automatic ticks otherwise, so a long run's axis is drawn as before)."""
+    ax.set_xlabel("optimizer step")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True))
 
 
 def group_norm_figure(panels: list[tuple[str, Path]], out: Path) -> Path:
@@ -22,7 +42,7 @@ def group_norm_figure(panels: list[tuple[str, Path]], out: Path) -> Path:
         for group in records[0]["post_norms"]:
             ax.plot(steps, [r["post_norms"].get(group) for r in records], label=group, linewidth=1)
         ax.set_title(title)
-        ax.set_xlabel("optimizer step")
+        step_axis(ax)
         ax.set_yscale("log")
     axes[0][0].set_ylabel("group gradient norm (after clipping)")
     axes[0][-1].legend(fontsize=7, ncol=2)
@@ -77,14 +97,15 @@ def grpo_figure(runs: list[tuple[str, Path]], out: Path) -> Path:
     """The paper's Figures 4 and 5 side by side: reward, KL and policy-gradient loss per
     optimizer step from each GRPO run's `metrics.jsonl`, one line per (label, run dir)."""
     fig, axes = plt.subplots(1, len(GRPO_CURVES), figsize=(5 * len(GRPO_CURVES), 3.8), squeeze=False)
-    for label, run in runs:
+    for i, (label, run) in enumerate(runs):
         records = read_metrics(run / "metrics.jsonl")
         steps = [r["step"] for r in records]
         for ax, (key, _) in zip(axes[0], GRPO_CURVES):
-            ax.plot(steps, [r.get(key, float("nan")) for r in records], label=label, linewidth=1)
+            ax.plot(steps, [r.get(key, float("nan")) for r in records], label=label, linewidth=1, **curve_style(i, len(steps)))
     for ax, (_, title) in zip(axes[0], GRPO_CURVES):
         ax.set_title(title)
-        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(title)
+        step_axis(ax)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
