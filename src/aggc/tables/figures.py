@@ -26,7 +26,6 @@ def curve_style(i: int, points: int) -> dict:
 
 
 def step_axis(ax) -> None:
-def step_axis(ax) -> None:
     """An x axis of optimizer steps: labelled, with whole-number ticks only (matplotlib's
     automatic ticks otherwise, so a long run's axis is drawn as before)."""
     ax.set_xlabel("optimizer step")
