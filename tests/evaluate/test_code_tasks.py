@@ -136,11 +136,11 @@ def test_a_problems_time_limit_scales_with_its_reference_solutions_time(cu, monk
 
 
 def benchmark(name: str) -> list[dict]:
-    """The records of a benchmark, from where its eval config (conf/eval/<name>.yaml) points."""
-    path = Path(OmegaConf.load(ROOT / "conf" / "eval" / f"{name}.yaml").data)
-    path = path if path.is_absolute() else ROOT / path  # relative to the directory the stages run in
-    if not path.exists():
-        pytest.skip(f"no {name} data here ({path})")
+    """The records of a benchmark, from where its eval config (conf/eval/<name>.yaml) points:
+    the shipped file (resolved as the stages resolve it; unresolved, the default named no file
+    and the test skipped itself). Missing, it is a failure: the data ships with the project."""
+    path = Path(OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "eval" / f"{name}.yaml"), resolve=True)["data"])
+    assert path.is_file(), f"no {name} data at {path}"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
