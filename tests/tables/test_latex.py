@@ -57,7 +57,7 @@ def test_tex_is_escaped_carries_the_markdown_content_and_compiles(table, tiny, t
     assert r"ours & paper & $\Delta$" in text and "($n=3$)" in text
     if spec.get("compare"):
         md = paths["md"].read_text()
-        assert "## Paired comparisons" in md
+        assert "**Paired comparisons**" in md
         pairs = [line for line in md.splitlines() if line.count("|") == 13 and not line.startswith("| Model")
                  and not line.startswith("|---")]
         assert pairs and all(tex(p.split("|")[3].strip()) + " & " + tex(p.split("|")[4].strip()) in text for p in pairs)

@@ -245,7 +245,7 @@ def markdown(spec: dict, rows: list[dict], pairs: list[dict] = ()) -> str:
     if _any(rows, "mixed"):
         lines[-1] += f" {MIXED_MARK}: {MIXED_NOTE}"
     if pairs:
-        lines += ["", "## Paired comparisons (row − reference, same items and seeds)", "",
+        lines += ["", "**Paired comparisons** (row − reference, same items and seeds):", "",
                   "| Model | Benchmark | Row | Reference | " + " | ".join(PAIRED_HEADER) + " |", "|---|---|---|---|" + "---:|" * 4 + "---|" + "---:|" * 3]
         for c in pairs:
             lines.append("| " + " | ".join([c["model"], c["column"], c["row"], c["reference"], *_paired_cells(c)]) + " |")
