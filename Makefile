@@ -54,7 +54,8 @@ train: setup
 	$(OFFLINE) $(PY) -m aggc.train model=tiny_llama data=arith strategy=aggc $(ARGS)
 
 # The whole pipeline on the embedded default, on CPU: Full FT / LoRA / AGGC / LoRA without
-# clipping x 3 seeds -> evaluation on 200 held-out problems (lm-eval) -> results/demo/table1.md.
+# clipping / the positive control (LoRA clipped at max_norm 1e-7) x 3 seeds -> evaluation on
+# 200 held-out problems (lm-eval) -> results/demo/table1.md with its paired comparisons.
 # The same driver as `make table1` (python -m aggc.grid), with the grid of conf/table/demo.yaml.
 DEMO_RUNS ?= runs/demo
 DEMO_OUT ?= results/demo
