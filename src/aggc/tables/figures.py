@@ -158,7 +158,7 @@ def norm_figure(runs: dict[str, dict[str, Path]], figure: dict, out: Path) -> Pa
             colour = colours.setdefault(series, f"C{len(colours) % 10}")
             ax.plot(steps, values, color=colour, linestyle=style, linewidth=1, label=f"{series} ({words})")
         ax.set_title(model if column is None else f"{model}: {column}")
-        ax.set_xlabel("optimizer step")
+        step_axis(ax)
         ax.set_yscale("log")
         ax.legend(fontsize=6, ncol=2)
     for row in axes:
