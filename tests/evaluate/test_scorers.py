@@ -21,6 +21,12 @@ from aggc.evaluate.scorers import (
     math_reference_correct,
     math_scores,
     normalize_math,
+    verl_gsm8k_answer,
+    verl_gsm8k_flexible_answer,
+    verl_gsm8k_reward,
+    verl_math_answer,
+    verl_math_reward,
+    verl_strip_string,
 )
 from aggc.paths import ROOT
 
@@ -121,6 +127,61 @@ def test_math_three_scorers_disagree_where_they_should():
     assert math_flexible_answer("the final answer is 2000.") == "2000"
 
 
+# --- Table 5: verl's GSM8K and MATH rules (verl/utils/reward_score/gsm8k.py, math_reward.py) ---
+
+@pytest.mark.parametrize(
+    "completion, gold, reward",
+    [
+        ("48 / 2 = 24 clips in May.\n48 + 24 = 72\n#### 72", "72", 1.0),
+        ("#### 1,080", "1080", 1.0),                   # commas removed from the answer
+        ("#### 1080", "1,080", 1.0),                   # and from the ground truth (verl's preprocessing)
+        ("#### 5\nwait\n#### 7", "7", 1.0),           # the LAST "#### "
+        ("#### -3", "-3", 1.0),
+        ("#### 72.", "72", 0.0),                       # the period is part of the number: "72." != "72"
+        ("#### 18.0", "18", 0.0),                      # compared as text, no rounding
+        ("####72", "72", 0.0),                         # one space after the marker is the format
+        ("#### $72", "72", 0.0),                       # "$" before the number: no match
+        ("The answer is: 72", "72", 0.0),              # the SFT format earns nothing here
+        ("So the total is 72", "72", 0.0),             # strict: the last number alone is not an answer
+    ],
+)
+def test_verl_gsm8k_reward_on_verls_format(completion, gold, reward):
+    assert verl_gsm8k_reward(completion, gold) == reward
+
+
+def test_verl_gsm8k_flexible_reads_the_last_number_as_written():
+    assert verl_gsm8k_flexible_answer("3 + 4 = 7 apples") == "7"
+    assert verl_gsm8k_flexible_answer("so 1,080.") == "1,080."
+    assert verl_gsm8k_flexible_answer("no digits") is None
+
+
+@pytest.mark.parametrize(
+    "completion, gold, reward",
+    [
+        ("So $x = \\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}", 1.0),
+        ("\\boxed{\\dfrac12}", "\\frac{1}{2}", 1.0),        # verl's strip_string: dfrac, \frac12
+        ("\\boxed{0.5}", "\\frac12", 1.0),
+        ("\\boxed{5 \\text{ cm}}", "5", 1.0),                 # units on the right removed
+        ("\\boxed{\\pi / 2}", "\\pi/2", 1.0),                # a/b with a non-integer side: kept, spaces gone
+        ("\\boxed{1} no, \\boxed{2}", "2", 1.0),               # the LAST box
+        ("\\boxed 5$ and more", "5", 1.0),                    # "\\boxed " up to the next "$"
+        ("\\boxed{\\{1,2\\}}", "\\{1,2\\}", 1.0),           # nested braces balanced
+        ("\\fbox{2}", "2", 0.0),                              # verl finds it, remove_boxed rejects it
+        ("\\boxed{2", "2", 0.0),                              # unclosed
+        ("The answer is: 2", "2", 0.0),                        # no box
+        ("\\boxed{3}", "2", 0.0),
+    ],
+)
+def test_verl_math_reward_on_verls_format(completion, gold, reward):
+    assert verl_math_reward(completion, gold) == reward
+
+
+def test_verl_normalisation_differs_from_the_sft_rules_where_verl_does():
+    """a/b with a non-integer side: verl keeps the text (normalised), the SFT rule compares raw."""
+    assert verl_strip_string("\\pi / 2") == "\\pi/2" and not math_equivalent("\\pi / 2", "\\pi/2")
+    assert verl_strip_string("\\\\\\%") == ""   # "\\\\%" removed before "\\%" (after "\\\\" -> "\\")
+
+
 # --- any string in, a verdict out: every scorer and reward ----------------------------------
 # Completions are arbitrary text, or text built from the pieces scorers trip on: the answer
 # marker, fractions with zero denominators, numbers far beyond a float, braces nested or left
@@ -190,15 +251,42 @@ def test_math_task_hook_gives_verdicts(completion, gold):
 
 
 @FAST
+@given(COMPLETIONS, GOLD_NUMBERS)
+def test_verl_gsm8k_rules_give_a_verdict_for_any_completion(completion, gold):
+    for answer in (verl_gsm8k_answer(completion), verl_gsm8k_flexible_answer(completion)):
+        assert answer is None or isinstance(answer, str)
+    assert verl_gsm8k_reward(completion, gold) in VERDICT
+
+
+@FAST
+@given(COMPLETIONS, COMPLETIONS)
+def test_verl_math_rule_gives_a_verdict_for_any_completion_and_gold(completion, gold):
+    answer = verl_math_answer(completion)
+    assert answer is None or isinstance(answer, str)
+    assert verl_math_reward(completion, gold) in VERDICT
+
+
+@FAST
+@given(COMPLETIONS, COMPLETIONS)
+def test_verl_task_hooks_give_verdicts(completion, gold):
+    """`evaluation/verl_utils.py`, the functions lm-eval calls per Table 5 response."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    for task, doc in (("gsm8k_verl.yaml", {"answer": f"steps\n#### {gold}"}), ("math_verl.yaml", {"answer": gold})):
+        process_results = load_yaml(ROOT / "evaluation" / task)["process_results"]
+        assert set(process_results(doc, [completion]).values()) <= set(VERDICT)
+
+
+@FAST
 @given(st.lists(st.one_of(COMPLETIONS, COMPLETIONS.map(lambda c: [{"role": "assistant", "content": c}])), min_size=1, max_size=4),
-       st.sampled_from(["gsm8k", "math"]), st.data())
-def test_grpo_rewards_give_verdicts(completions, fmt, data):
-    """GRPO's reward functions (src/aggc/train/grpo.py), on text and chat completions: a
-    crash there would end a training run."""
+       st.sampled_from(["alpaca", "verl"]), st.sampled_from(["gsm8k", "math", "arith"]), st.data())
+def test_grpo_rewards_give_verdicts(completions, protocol, fmt, data):
+    """GRPO's reward functions (src/aggc/train/grpo.py), every protocol and format, on text
+    and chat completions: a crash there would end a training run."""
     from aggc.train import grpo
 
-    task, rule = grpo.ANSWER_RULES[fmt]
-    golds = data.draw(st.lists(GOLD_NUMBERS if fmt == "gsm8k" else COMPLETIONS, min_size=len(completions), max_size=len(completions)))
+    task, rule = grpo.ANSWER_RULES[protocol][fmt]
+    golds = data.draw(st.lists(GOLD_NUMBERS if fmt != "math" else COMPLETIONS, min_size=len(completions), max_size=len(completions)))
     rewards = grpo.correctness_reward(rule, grpo.stop_strings(task))(completions=completions, answer=golds, prompts=None)
     assert len(rewards) == len(completions) and set(rewards) <= set(VERDICT)
 

@@ -37,8 +37,8 @@ def records(name: str, fmt: str) -> list[dict]:
     return load_sft_records({"kind": "jsonl", "path": str(FIXTURES / name), "format": fmt}, "train")
 
 
-def reward(fmt: str, completions: list, answers: list[str]) -> list[float]:
-    task, rule = grpo.ANSWER_RULES[fmt]
+def reward(fmt: str, completions: list, answers: list[str], protocol: str = "alpaca") -> list[float]:
+    task, rule = grpo.ANSWER_RULES[protocol][fmt]
     return grpo.correctness_reward(rule, grpo.stop_strings(task))(completions=completions, answer=answers, prompts=None)
 
 
@@ -87,6 +87,37 @@ def test_math_training_records_take_the_last_boxed_answer(tmp_path):
     assert converted[0]["output"].endswith("\nThe answer is: \\frac{14}{3}")
 
 
+# --- Table 5's protocol: verl's example prompts and rewards ----------------------------------
+
+def test_verl_protocol_prompts_as_verls_examples_and_the_evaluation_tasks_ask():
+    """The user turn is the question, a space and verl's instruction (examples/data_preprocess/
+    gsm8k.py, math_dataset.py), the same text the Table 5 evaluation tasks render."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    gsm8k_instruction = 'Let\'s think step by step and output the final answer after "####".'
+    math_instruction = "Let's think step by step and output the final answer within \\boxed{}."
+    row = [{"instruction": "What is 2 + 3?", "output": "x", "answer": "5"}]
+    for fmt, instruction, task, field in (("gsm8k", gsm8k_instruction, "gsm8k_verl.yaml", "question"),
+                                          ("arith", gsm8k_instruction, "gsm8k_verl.yaml", "question"),
+                                          ("math", math_instruction, "math_verl.yaml", "problem")):
+        [prompt] = grpo.prompt_dataset(row, True, "d", "verl", fmt)["prompt"]
+        assert prompt == [{"role": "user", "content": f"What is 2 + 3? {instruction}"}]
+        assert load_yaml(ROOT / "evaluation" / task)["doc_to_text"].replace("{{" + field + "}}", "What is 2 + 3?") == prompt[0]["content"]
+        assert grpo.ANSWER_RULES["verl"][fmt][0] == task
+
+
+def test_verl_protocol_rewards_verls_format_and_not_the_sft_one():
+    """verl's GSM8K reward: "#### N" (strict, the last one), 0 for the SFT "The answer is: N";
+    verl's MATH reward: the last \\boxed{}, equivalent after verl's normalisation. Chat
+    completions read the same, and nothing is cut (generation ends at the chat's end of turn)."""
+    assert grpo.stop_strings("gsm8k_verl.yaml") == [] and grpo.stop_strings("math_verl.yaml") == []
+    completions = ["3 + 4 = 7\n#### 7", "#### 1,080", "The answer is: 7", "#### 7.", [{"role": "assistant", "content": "#### 7"}]]
+    assert reward("gsm8k", completions, ["7", "1080", "7", "7", "7"], "verl") == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert reward("arith", completions[:1], ["7"], "verl") == [1.0]
+    assert reward("math", ["so \\boxed{\\dfrac{14}{3}}", "The answer is: \\frac{14}{3}", "\\boxed{28^\\circ}"],
+                  ["\\frac{14}{3}", "\\frac{14}{3}", "28"], "verl") == [1.0, 0.0, 1.0]
+
+
 def test_prompts_without_an_answer_are_dropped_and_none_is_an_error():
     data = grpo.prompt_dataset([{"instruction": "a", "output": "x", "answer": "1"}, {"instruction": "b", "output": "y"}], False, "d")
     assert data["answer"] == ["1"] and data["prompt"][0].endswith("### Instruction:\na\n\n### Response:")
@@ -104,6 +135,8 @@ def test_prompts_without_an_answer_are_dropped_and_none_is_an_error():
     (["strategy=grpo_aggc", "train=grpo_tiny", "train.grpo.num_generations=1"], False, "train.grpo.num_generations=1"),
     (["strategy=grpo", "train=grpo_tiny", "train.grpo.num_generations=3"], True, "must be a multiple of train.grpo.num_generations=3"),
     (["strategy=grpo", "train=grpo_tiny", "train.grpo.kl_coef=-1"], False, "train.grpo.kl_coef=-1"),
+    (["strategy=grpo", "train=grpo_tiny", "train.grpo.protocol=verl"], False, "train.grpo.protocol=verl: verl's prompts"),
+    (["strategy=grpo", "train=grpo_tiny", "train.grpo.protocol=pissa"], False, "train.grpo.protocol='pissa': one of alpaca, verl"),
 ])
 def test_bad_recipes_fail_naming_the_key(overrides, cuda, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -118,8 +151,9 @@ def test_paper_recipe_and_strategies_compose():
     assert g.kl_coef == 0.001 and cfg.strategy.peft.method == "none" and cfg.model.dtype == "float32"
     assert (cfg.clip.name, cfg.clip.groups, cfg.clip.beta) == ("aggc_grpo", "trainable", 0.99)
     assert config("strategy=grpo", smoke=False).clip.name == "global"
+    assert g.protocol == "verl" and cfg.model.chat_template  # Table 5: verl's prompts and rewards, the chat template
     with pytest.raises(ConfigError, match="data=codefeedback"):
-        grpo.answer_rule(config("data=codefeedback", smoke=False).data)
+        grpo.answer_rule(config("data=codefeedback", smoke=False).data, "verl")
 
 
 # --- make table5 TINY=1, shrunk: train (Base, GRPO, GRPO + AGGC), evaluate, tabulate -------
@@ -145,6 +179,9 @@ def test_tiny_table5_trains_evaluates_and_draws_the_curves(tiny_table5):
         assert "(n=1)" in rows[label], rows[label]  # trained and evaluated
     assert "tiny version: tiny_llama" in table
     assert (root / "out" / "grpo_curves.png").stat().st_size > 10_000
+    with open(root / "out" / "table5_curves.csv", newline="") as f:  # every step of both runs, from their metrics.jsonl
+        curves = [(r["strategy"], r["seed"], r["step"]) for r in csv.DictReader(f)]
+    assert curves == [(label, "0", str(step)) for label in ("GRPO", "GRPO + AGGC") for step in range(3)]
 
 
 @pytest.mark.slow
@@ -245,7 +282,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_table5, tmp_path, o
 def test_constant_reward_is_flagged_with_the_zero_variance_fraction(tmp_path, monkeypatch, caplog, one_thread):
     """Every completion right: all groups have reward std 0, so every advantage is 0 and the
     PG loss is 0 at every step; the run says so with the fraction of such groups."""
-    monkeypatch.setitem(grpo.ANSWER_RULES, "arith", ("gsm8k.yaml", lambda completion, gold: True))
+    monkeypatch.setitem(grpo.ANSWER_RULES["alpaca"], "arith", ("gsm8k.yaml", lambda completion, gold: True))
     with caplog.at_level(logging.WARNING, logger="aggc.train.grpo"):
         grpo.run(tiny_config("grpo", "global", "train.max_steps=2", "train.grpo.max_completion_length=8"), tmp_path / "run")
     metrics = rundir.read_metrics(tmp_path / "run" / "metrics.jsonl")
@@ -278,7 +315,7 @@ def test_table5_dry_run_prints_the_cluster_plan(tmp_path):
     assert out.count("would run: -m aggc.train -m") == 6 and out.count("would run: -m aggc.evaluate -m") == 2
     assert "data=gsm8k_train strategy=grpo_aggc clip=aggc_grpo seed=0,1,2" in out
     assert "data=math_train strategy=grpo_aggc clip=aggc_grpo seed=0,1,2" in out
-    assert "eval=gsm8k 'run=<21 runs>'" in out and "eval=math 'run=<21 runs>'" in out
+    assert "eval=gsm8k_verl 'run=<" in out and "eval=math_verl 'run=<" in out  # verl's rules, Base too
     cells = (tmp_path / "plan" / "table5.train.txt").read_text().splitlines()
     assert len(cells) == 42 and all(c.endswith(" train=grpo_paper") for c in cells)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan"]  # nothing trained

@@ -179,3 +179,95 @@ def math_scores(completion: str, gold: str) -> dict[str, float]:
         "flexible": float(flexible is not None and math_equivalent(flexible, gold)),
         "reference": float(math_reference_correct(completion, gold)),
     }
+
+
+# --- verl's rules: Table 5's reward and score (the authors trained GRPO with verl) ---------
+# The paper does not show its RLVR prompts or reward; these follow verl's GSM8K and MATH
+# examples (verl-project/verl: verl/utils/reward_score/gsm8k.py, math_reward.py; prompts in
+# examples/data_preprocess/gsm8k.py, math_dataset.py), re-implemented here.
+
+_VERL_GSM8K_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
+
+
+def verl_gsm8k_answer(completion: str) -> str | None:
+    """verl's GSM8K extraction (`extract_solution`, method "strict", its default): the text
+    matched right after the LAST "#### " (one space), commas and "$" removed, kept as text:
+    no rounding, so "18.0" is not "18". None when no "#### <number>" is written."""
+    found = _VERL_GSM8K_STRICT.findall(completion)
+    return found[-1].replace(",", "").replace("$", "") if found else None
+
+
+def verl_gsm8k_flexible_answer(completion: str) -> str | None:
+    """verl's GSM8K extraction, method "flexible" (a diagnostic beside the reward): the last
+    run of digits, "-", "." and "," other than a lone "." (kept as written, commas too); when
+    every run is a lone ".", that "." (verl's loop variable after the loop); None without any."""
+    found = re.findall(r"(\-?[0-9\.\,]+)", completion)
+    return next((f for f in reversed(found) if f not in ("", ".")), found[0] if found else None)
+
+
+def verl_gsm8k_reward(completion: str, gold: str) -> float:
+    """verl's GSM8K `compute_score` with its defaults (strict, format_score 0.0, score 1.0):
+    1.0 when the extraction equals the ground truth as a string, else 0.0. The ground truth
+    loses its commas, as verl's preprocessing writes it."""
+    return float(verl_gsm8k_answer(completion) == gold.strip().replace(",", ""))
+
+
+def verl_math_answer(completion: str) -> str | None:
+    """verl's MATH extraction (`last_boxed_only_string`, then `remove_boxed`): the content of
+    the last balanced `\\boxed{...}`, or what follows the last "\\boxed " up to a "$". None
+    where verl finds no box, the box is unclosed, or `remove_boxed`'s assertions fail (an
+    `\\fbox{}`: verl's reward is then 0)."""
+    if "\\boxed " in completion:
+        return completion.split("\\boxed ")[-1].split("$")[0]
+    start = completion.rfind("\\boxed")
+    if start < 0:
+        return None  # verl falls back to the last \fbox, which remove_boxed then rejects
+    depth = 0
+    for end in range(start, len(completion)):
+        depth += {"{": 1, "}": -1}.get(completion[end], 0)
+        if completion[end] == "}" and depth == 0:
+            boxed = completion[start:end + 1]
+            return boxed[len("\\boxed{"):-1] if boxed.startswith("\\boxed{") else None
+    return None
+
+
+def verl_math_reward(completion: str, gold: str) -> float:
+    """verl's MATH `compute_score`: 1.0 when the last boxed answer `is_equiv` to the ground
+    truth (both through `verl_strip_string`; the raw strings compared when that raises)."""
+    predicted = verl_math_answer(completion)
+    if predicted is None:
+        return 0.0
+    try:
+        return float(verl_strip_string(predicted) == verl_strip_string(gold))
+    except Exception:  # verl's is_equiv: any failure means "compare raw"
+        return float(predicted == gold)
+
+
+def verl_strip_string(text: str) -> str:
+    """verl's `strip_string` (lm-eval's hendrycks_math normalisation), step for step. It
+    differs from `normalize_math` in two places: "\\\\%" is removed before "\\%", and an
+    "a/b" whose sides are no integers is left as it is (verl's `fix_a_slash_b` catches every
+    exception) instead of failing the comparison into raw strings."""
+    text = text.replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
+    text = text.replace("tfrac", "frac").replace("dfrac", "frac")
+    text = text.replace("\\left", "").replace("\\right", "")
+    text = text.replace("^{\\circ}", "").replace("^\\circ", "")
+    text = text.replace("\\$", "")
+    text = _remove_right_units(text)
+    text = text.replace("\\\\%", "").replace("\\%", "")
+    text = text.replace(" .", " 0.").replace("{.", "{0.")
+    if not text:
+        return text
+    if text[0] == ".":
+        text = "0" + text
+    sides = text.split("=")
+    if len(sides) == 2 and len(sides[0]) <= 2:
+        text = sides[1]
+    text = _fix_sqrt(text).replace(" ", "")
+    text = _fix_fracs(text)
+    if text == "0.5":
+        text = "\\frac{1}{2}"
+    try:
+        return _fix_a_slash_b(text)
+    except ValueError:
+        return text

@@ -27,7 +27,7 @@ import yaml
 from scipy import stats
 
 from ..identity import cell_id, layout
-from .figures import group_norm_figure, grpo_figure, norm_figure, sweep_figure
+from .figures import CURVE_COLUMNS, group_norm_figure, grpo_curves, grpo_figure, norm_figure, sweep_figure
 from .paired import METHOD, Paired, compare, item_values
 
 MISSING = "—"
@@ -423,12 +423,33 @@ def render(spec: dict, records: list[dict], paper_dir: Path, out_dir: Path) -> d
             paths["png"] = norm_figure(runs, figure, out_dir / figure["file"])
     elif figure and figure.get("kind", "group_norms") == "sweep":
         paths["png"] = sweep_figure(sweep_panels(spec, rows), figure["x_label"], out_dir / figure["file"])
+    elif figure and figure.get("kind") == "grpo":  # Figures 4, 5: every seed's curves, written out and drawn
+        runs = grpo_runs(spec, records)
+        if runs:
+            curves = grpo_curves(runs)
+            paths["curves.csv"] = out_dir / f"{spec['name']}_curves.csv"
+            with open(paths["curves.csv"], "w", newline="") as f:
+                writer = csv.DictWriter(f, CURVE_COLUMNS)
+                writer.writeheader()
+                writer.writerows(curves)
+            paths["png"] = grpo_figure(curves, out_dir / figure["file"])
     elif figure:
         panels = figure_panels(spec, records)
         if panels:
-            draw = grpo_figure if figure.get("kind") == "grpo" else group_norm_figure  # grpo: one line per panel entry
-            paths["png"] = draw(panels, out_dir / figure["file"])
+            paths["png"] = group_norm_figure(panels, out_dir / figure["file"])
     return paths
+
+
+def grpo_runs(spec: dict, records: list[dict]) -> list[tuple[str, int, Path]]:
+    """(label, seed, run dir) of every seed of each GRPO figure entry: the first model's runs
+    on its first training set by path (Table 5: gsm8k_train); nothing unless every entry has a run."""
+    runs = []
+    for panel in spec["figure"]["panels"]:
+        seeds = {Path(r["run"]): r["seed"] for r in records if row_matches(r, spec["models"][0], panel)}
+        if seeds:
+            data = min(run.parent.parent for run in seeds)  # <runs_root>/<model>/<data>/<cell>/seed<N>
+            runs += sorted((panel["label"], seed, run) for run, seed in seeds.items() if run.parent.parent == data)
+    return runs if {label for label, _, _ in runs} == {p["label"] for p in spec["figure"]["panels"]} else []
 
 
 def sweep_panels(spec: dict, rows: list[dict]) -> list[dict]:

@@ -90,22 +90,41 @@ def sweep_figure(panels: list[dict], x_label: str, out: Path) -> Path:
 
 GRPO_CURVES = (("reward", "reward (mean over completions)"), ("kl", "KL to the reference (k3, token mean)"),
                ("pg_loss", "policy-gradient loss"))
+CURVE_COLUMNS = ("strategy", "seed", "step", "reward", "kl", "pg_loss", "frac_reward_zero_std")
 
 
-def grpo_figure(runs: list[tuple[str, Path]], out: Path) -> Path:
+def grpo_curves(runs: list[tuple[str, int, Path]]) -> list[dict]:
+    """One row per (label, seed, optimizer step) of each GRPO run's `metrics.jsonl`: reward,
+    KL, policy-gradient loss and the fraction of zero-variance prompt groups (None when a
+    step did not log it)."""
+    return [{"strategy": label, "seed": seed, **{k: r.get(k) for k in CURVE_COLUMNS[2:]}}
+            for label, seed, run in runs for r in read_metrics(run / "metrics.jsonl")]
+
+
+def grpo_figure(curves: list[dict], out: Path) -> Path:
     """The paper's Figures 4 and 5 side by side: reward, KL and policy-gradient loss per
-    optimizer step from each GRPO run's `metrics.jsonl`, one line per (label, run dir)."""
+    optimizer step, one line per label: the mean over its seeds, shaded from the lowest to
+    the highest seed (`grpo_curves`' rows)."""
     fig, axes = plt.subplots(1, len(GRPO_CURVES), figsize=(5 * len(GRPO_CURVES), 3.8), squeeze=False)
-    for i, (label, run) in enumerate(runs):
-        records = read_metrics(run / "metrics.jsonl")
-        steps = [r["step"] for r in records]
+    labels = list(dict.fromkeys(c["strategy"] for c in curves))
+    for i, label in enumerate(labels):
+        mine = [c for c in curves if c["strategy"] == label]
+        seeds = sorted({c["seed"] for c in mine})
+        steps = sorted({c["step"] for c in mine})
         for ax, (key, _) in zip(axes[0], GRPO_CURVES):
-            ax.plot(steps, [r.get(key, float("nan")) for r in records], label=label, linewidth=1, **curve_style(i, len(steps)))
+            per_step = [[c[key] for c in mine if c["step"] == s and c[key] is not None] for s in steps]
+            mean = [sum(v) / len(v) if v else float("nan") for v in per_step]
+            name = f"{label} (mean of {len(seeds)} seeds)" if len(seeds) > 1 else label
+            ax.plot(steps, mean, color=f"C{i}", label=name, linewidth=1.2, **curve_style(i, len(steps)))
+            if len(seeds) > 1:
+                ax.fill_between(steps, [min(v) if v else float("nan") for v in per_step],
+                                [max(v) if v else float("nan") for v in per_step], color=f"C{i}", alpha=0.2, linewidth=0)
     for ax, (_, title) in zip(axes[0], GRPO_CURVES):
         ax.set_title(title)
         ax.set_ylabel(title)
         step_axis(ax)
-    axes[0][0].legend(fontsize=8)
+    banded = any(len({c["seed"] for c in curves if c["strategy"] == label}) > 1 for label in labels)
+    axes[0][0].legend(fontsize=8, title="shaded: lowest to highest seed" if banded else None, title_fontsize=7)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

@@ -1,10 +1,13 @@
 """RLVR with GRPO (TRL's GRPOTrainer): the paper's section 4.4 and Table 5.
 
 The reward is verifiable and is the evaluation's own reading: 1 when the completion, cut
-at the evaluation task's stop strings, has a final answer ("The answer is: ", the authors'
-rule in `aggc.evaluate.scorers`) equal to the reference, else 0. The prompt is the
-evaluation's (the Alpaca prompt; the user turn of the chat template with
-`model.chat_template`). Completions come from HF generate, or from vLLM on GPU when
+at the evaluation task's stop strings, has a final answer equal to the reference, else 0.
+Prompt and rule come from `train.grpo.protocol`: `verl` (Table 5; the authors trained with
+verl, the paper does not show its prompts): verl's example prompt as the user turn of the
+chat template and verl's reward ("#### N" for GSM8K-style data, the last \\boxed{} for MATH;
+`aggc.evaluate.scorers.verl_*`); `alpaca`: the SFT protocol (the Alpaca prompt, the user
+turn of the chat template with `model.chat_template`; "The answer is: ", the authors' SFT
+rule). Completions come from HF generate, or from vLLM on GPU when
 `train.grpo.use_vllm`. Run directory, resume and clipping are the session's, as for SFT;
 `metrics.jsonl` gains reward, KL and policy-gradient loss per step.
 """
@@ -28,8 +31,8 @@ from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from ..config import ConfigError, check_hardware, effective_batch, require_positive, require_positive_int, validate, world_size
-from ..data.formats import format_prompt, load_sft_records
-from ..evaluate.scorers import gsm8k_reference_correct, math_reference_correct
+from ..data.formats import format_prompt, load_sft_records, verl_prompt
+from ..evaluate.scorers import gsm8k_reference_correct, math_reference_correct, verl_gsm8k_reward, verl_math_reward
 from ..models import load_model_and_tokenizer
 from ..paths import ROOT
 from . import rundir
@@ -38,22 +41,35 @@ from .strategy import apply_strategy
 
 log = logging.getLogger(__name__)
 
-# data format -> (the evaluation task whose stop strings apply, the authors' answer rule)
-ANSWER_RULES: dict[str, tuple[str, Callable[[str, str], bool]]] = {
-    "arith": ("gsm8k.yaml", gsm8k_reference_correct),
-    "gsm8k": ("gsm8k.yaml", gsm8k_reference_correct),
-    "math": ("math.yaml", math_reference_correct),
+# protocol -> data format -> (the evaluation task whose prompt and stop strings apply, the answer rule)
+ANSWER_RULES: dict[str, dict[str, tuple[str, Callable[[str, str], float]]]] = {
+    "alpaca": {
+        "arith": ("gsm8k.yaml", gsm8k_reference_correct),
+        "gsm8k": ("gsm8k.yaml", gsm8k_reference_correct),
+        "math": ("math.yaml", math_reference_correct),
+    },
+    "verl": {
+        "arith": ("gsm8k_verl.yaml", verl_gsm8k_reward),
+        "gsm8k": ("gsm8k_verl.yaml", verl_gsm8k_reward),
+        "math": ("math_verl.yaml", verl_math_reward),
+    },
 }
 
 
-def answer_rule(data: DictConfig) -> tuple[str, Callable[[str, str], bool]]:
-    fmt = data.get("format", data.kind)  # generated arith problems have no `format` key
-    if fmt not in ANSWER_RULES:
+def data_format(data: DictConfig) -> str:
+    return data.get("format", data.kind)  # generated arith problems have no `format` key
+
+
+def answer_rule(data: DictConfig, protocol: str) -> tuple[str, Callable[[str, str], float]]:
+    if protocol not in ANSWER_RULES:
+        raise ConfigError(f"train.grpo.protocol={protocol!r}: one of {', '.join(ANSWER_RULES)}")
+    fmt = data_format(data)
+    if fmt not in ANSWER_RULES[protocol]:
         raise ConfigError(
             f"data={data.name} (format {fmt!r}): GRPO needs a verifiable final answer; "
-            f"one of the formats {', '.join(ANSWER_RULES)}"
+            f"one of the formats {', '.join(ANSWER_RULES[protocol])}"
         )
-    return ANSWER_RULES[fmt]
+    return ANSWER_RULES[protocol][fmt]
 
 
 def stop_strings(task: str) -> list[str]:
@@ -85,16 +101,22 @@ def cut(text: str, stops: list[str]) -> str:
     return text
 
 
-def prompt_dataset(records: list[dict], chat_template: bool, data_name: str) -> datasets.Dataset:
+def prompt_dataset(records: list[dict], chat_template: bool, data_name: str, protocol: str = "alpaca",
+                   fmt: str = "gsm8k") -> datasets.Dataset:
     """Columns `prompt` (a chat message list under the chat template, which TRL renders as the
-    evaluation does) and `answer`, the reference. Records without an answer are dropped."""
+    evaluation does) and `answer`, the reference. Records without an answer are dropped. The
+    prompt is the protocol's: the Alpaca prompt, or verl's example prompt for `fmt`'s kind
+    (MATH: the answer in \\boxed{}; GSM8K and arith: after "####")."""
     usable = [r for r in records if r.get("answer")]
     if not usable:
         raise ConfigError(f"data={data_name}: no record has a reference answer, so there is nothing to reward")
     if len(usable) < len(records):
         log.warning("data=%s: %d of %d records have no reference answer; GRPO skips them",
                     data_name, len(records) - len(usable), len(records))
-    prompts = [format_prompt(r["instruction"]) for r in usable]
+    if protocol == "verl":
+        prompts = [verl_prompt(r["instruction"], "math" if fmt == "math" else "gsm8k") for r in usable]
+    else:
+        prompts = [format_prompt(r["instruction"]) for r in usable]
     if chat_template:
         prompts = [[{"role": "user", "content": p}] for p in prompts]
     return datasets.Dataset.from_dict({"prompt": prompts, "answer": [r["answer"] for r in usable]})
@@ -132,6 +154,11 @@ def check_grpo(cfg: DictConfig, cuda_available: bool) -> None:
     if g.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ConfigError("train.grpo.use_vllm=true: vllm is not installed (pip install -e '.[vllm]'), "
                           "or set train.grpo.use_vllm=false")
+    if g.protocol not in ANSWER_RULES:
+        raise ConfigError(f"train.grpo.protocol={g.protocol!r}: one of {', '.join(ANSWER_RULES)}")
+    if g.protocol == "verl" and not cfg.model.chat_template:
+        raise ConfigError("train.grpo.protocol=verl: verl's prompts are the user turn of a chat; "
+                          "set model.chat_template=true (an instruct model), or train.grpo.protocol=alpaca")
 
 
 class LayoutFreeSampling(LogitsProcessor):
@@ -278,13 +305,13 @@ def run(cfg: DictConfig, run_dir: Path) -> Path:
     cuda = torch.cuda.is_available()
     check_hardware(cfg, cuda)
     check_grpo(cfg, cuda)
-    task, rule = answer_rule(cfg.data)
+    task, rule = answer_rule(cfg.data, cfg.train.grpo.protocol)
     run_dir = Path(run_dir)
     if rundir.is_completed(run_dir):
         log.info("%s is COMPLETED; nothing to do", run_dir)
         return run_dir
     records = load_sft_records(OmegaConf.to_container(cfg.data, resolve=True), "train")
-    dataset = prompt_dataset(records, cfg.model.chat_template, cfg.data.name)
+    dataset = prompt_dataset(records, cfg.model.chat_template, cfg.data.name, cfg.train.grpo.protocol, data_format(cfg.data))
 
     session = open_run(cfg, run_dir, clip)
     set_seed(cfg.seed)
