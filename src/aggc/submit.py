@@ -13,9 +13,11 @@ the driver returns as soon as everything is queued.
 
 Concurrency: the launcher's `array_parallelism` caps the grid's running tasks in total;
 each array gets a share (`--array=0-N%share`, proportional to its length, at least 1) and
-the shares add up to at most the cap. The job ids go to `<runs_root>/plan/<table>.jobs.json`;
-`status=true` (`make <table> STATUS=1`) shows each cell's state from its run directory and
-the scheduler (squeue; sacct where accounting runs).
+the shares add up to at most the cap. Each submission's job ids are added to
+`<runs_root>/plan/<table>.jobs.json`; `status=true` (`make <table> STATUS=1`) shows each
+cell's state from its run directory and the scheduler (squeue; sacct where accounting
+runs). A cell whose task of an earlier submission is still queued or running is not
+submitted again.
 """
 
 from __future__ import annotations
@@ -84,8 +86,9 @@ def shares(sizes: list[int], cap: int) -> list[int]:
     return out
 
 
-def arrays(cfg: DictConfig, spec: dict) -> list[Array]:
-    """The grid's arrays in submission order (an array after those it depends on)."""
+def arrays(cfg: DictConfig, spec: dict, busy: frozenset[Path] = frozenset()) -> list[Array]:
+    """The grid's arrays in submission order (an array after those it depends on), without
+    the cells whose run directories are `busy` (an earlier submission's task is still active)."""
     from . import grid
 
     waves = grid.dataset_waves(cfg, spec)
@@ -102,7 +105,7 @@ def arrays(cfg: DictConfig, spec: dict) -> list[Array]:
 
     out: list[Array] = []
     previous: list[str] = []
-    todo = [c for c in cells if grid.training_status(dirs[c]) != "done"]
+    todo = [c for c in cells if grid.training_status(dirs[c]) != "done" and dirs[c] not in busy]
     for wave in sorted({waves[c.data][0] for c in todo}):
         keys = []
         for gpus in sorted({c.gpus for c in todo if waves[c.data][0] == wave}):
@@ -115,7 +118,7 @@ def arrays(cfg: DictConfig, spec: dict) -> list[Array]:
                              ("aftercorr", key)))
             keys.append(key)
         previous = keys
-    trained = [c for c in cells if c not in todo and grid.pending_evaluations(c, dirs[c], evals)]
+    trained = [c for c in cells if c not in todo and dirs[c] not in busy and grid.pending_evaluations(c, dirs[c], evals)]
     if trained:
         out.append(Array("eval", "aggc.evaluate", [eval_line(c) for c in trained], [dirs[c] for c in trained], 1))
     return out
@@ -138,7 +141,15 @@ def submit(cfg: DictConfig, spec: dict, table: str, table_overrides: list[str], 
     logs.mkdir(parents=True, exist_ok=True)
     train = launcher_settings(cfg.launcher, grid.extra_args(cfg, spec, "train"))
     evaluate = launcher_settings(cfg.launcher, grid.extra_args(cfg, spec, "eval"))
-    work = arrays(cfg, spec)
+    jobs_file = plan_dir / f"{spec['name']}.jobs.json"
+    earlier = submitted(jobs_file)
+    busy = frozenset(run for (run, _), (_, state) in cell_tasks(earlier).items() if state not in ENDED)
+    work = arrays(cfg, spec, busy)
+    if busy:
+        print(f"{len(busy)} cells have a task of an earlier submission still queued or running: not submitted again")
+    if busy and not work:
+        print("nothing new to submit (the earlier submission's table job renders the table)")
+        return
     caps = shares([len(a.lines) for a in work], train.array_parallelism) if work else []
     env = {**os.environ, "PYTHON": sys.executable}  # the jobs run this interpreter (array.sbatch reads PYTHON)
     ids: dict[str, str] = {}
@@ -164,8 +175,8 @@ def submit(cfg: DictConfig, spec: dict, table: str, table_overrides: list[str], 
         ids[array.key] = sbatch(array.key, options, str(TEMPLATE), array.module, str(cells_file))
 
     tabulate = [sys.executable, "-m", "aggc.tables", f"table={table}", *table_overrides,
-             f"tiny={str(bool(cfg.tiny)).lower()}", f"runs_root={quoted(cfg.runs_root)}", f"out_dir={quoted(cfg.out_dir)}",
-             f"paper_dir={quoted(cfg.paper_dir)}", f"train_args={quoted(cfg.train_args)}", f"eval_args={quoted(cfg.eval_args)}"]
+                f"tiny={str(bool(cfg.tiny)).lower()}", f"runs_root={quoted(cfg.runs_root)}", f"out_dir={quoted(cfg.out_dir)}",
+                f"paper_dir={quoted(cfg.paper_dir)}", f"train_args={quoted(cfg.train_args)}", f"eval_args={quoted(cfg.eval_args)}"]
     options = [f"--job-name={train.name}-{spec['name']}-table", "--ntasks=1", "--cpus-per-task=1", "--mem=4G", "--time=60",
                f"--output={logs}/%x-%j.out", *[f"--{k}={train[k]}" for k in ("partition", "account", "qos") if train.get(k)]]
     if ids:
@@ -173,12 +184,31 @@ def submit(cfg: DictConfig, spec: dict, table: str, table_overrides: list[str], 
     ids["table"] = sbatch("table", options, f"--chdir={os.getcwd()}", f"--wrap={shlex.join(tabulate)}")
     if dry_run:
         return
-    record = {key: {"job": ids[key], **({"module": a.module, "runs": [str(r) for r in a.runs]} if a else {})}
-              for key, a in [*((a.key, a) for a in work), ("table", None)]}
-    jobs_file = plan_dir / f"{spec['name']}.jobs.json"
-    atomic_write_text(jobs_file, json.dumps(record, indent=1) + "\n")
+    entries = [*({"key": a.key, "job": ids[a.key], "runs": [str(r) for r in a.runs]} for a in work), {"key": "table", "job": ids["table"]}]
+    atomic_write_text(jobs_file, json.dumps(earlier + entries, indent=1) + "\n")
     print(f"submitted {len(work)} arrays and the table's job (ids in {jobs_file}); the table appears in {cfg.out_dir} when "
           f"they end. State: make {spec['name']} STATUS=1 (same arguments)")
+
+
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
+         "unknown"}
+
+
+def submitted(jobs_file: Path) -> list[dict]:
+    """Every submission's arrays, oldest first: {"key", "job", "runs": [run dir of each index]}."""
+    return json.loads(jobs_file.read_text()) if jobs_file.exists() else []
+
+
+def cell_tasks(entries: list[dict]) -> dict[tuple[Path, str], tuple[str, str]]:
+    """(run dir, "train" | "eval") -> (its latest task, e.g. "12_3", and the scheduler's state
+    of it: "unknown" once squeue has forgotten it and there is no sacct)."""
+    states = scheduler_states(sorted({e["job"] for e in entries}))
+    out = {}
+    for entry in entries:
+        for i, run in enumerate(entry.get("runs", [])):
+            task = f"{entry['job']}_{i}"
+            out[(Path(run), entry["key"].split("-")[0])] = (task, states.get(task) or states.get(entry["job"]) or "unknown")
+    return out
 
 
 def scheduler_states(jobs: list[str]) -> dict[str, str]:
@@ -206,14 +236,10 @@ def status(cfg: DictConfig, spec: dict) -> None:
     dirs = grid.run_dirs(cfg, spec, cells)
     evals = grid.eval_configs(cfg, spec, [b for c in cells for b in c.benchmarks])
     jobs_file = Path(cfg.runs_root) / "plan" / f"{spec['name']}.jobs.json"
-    record = json.loads(jobs_file.read_text()) if jobs_file.exists() else {}
-    states = scheduler_states([v["job"] for v in record.values()])
+    entries = submitted(jobs_file)
     tasks: dict[Path, list[str]] = {}  # run dir -> "train 12_3 RUNNING", ...
-    for key, entry in record.items():
-        for i, run in enumerate(entry.get("runs", [])):
-            task = f"{entry['job']}_{i}"
-            state = states.get(task) or states.get(entry["job"]) or "unknown (ended before squeue's memory; no sacct)"
-            tasks.setdefault(Path(run), []).append(f"{key.split('-')[0]} {task} {state}")
+    for (run, kind), (task, state) in cell_tasks(entries).items():
+        tasks.setdefault(run, []).append(f"{kind} {task} {state}")
     label_width = max(len(row["label"]) for row in spec["rows"])
     for c in cells:
         run = dirs[c]
@@ -221,7 +247,8 @@ def status(cfg: DictConfig, spec: dict) -> None:
         print(f"  {c.model:<22} {c.data:<14} {spec['rows'][c.row]['label']:<{label_width}} seed {c.seed}  "
               f"train: {grid.training_status(run):<18} eval: {', '.join(f'{b} ' + ('to run' if b in left else 'done') for b in c.benchmarks)}"
               + (f"  slurm: {'; '.join(tasks[run])}" if run in tasks else ""))
-    if "table" in record:
-        print(f"table job {record['table']['job']}: {states.get(record['table']['job'], 'not in squeue (ended, or no sacct)')}")
-    elif not record:
+    tables = [e["job"] for e in entries if e["key"] == "table"]
+    if tables:
+        print(f"table job {tables[-1]}: {scheduler_states(tables[-1:]).get(tables[-1], 'unknown (ended, and no sacct)')}")
+    else:
         print(f"no submission recorded ({jobs_file})")

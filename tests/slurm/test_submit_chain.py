@@ -1,7 +1,7 @@
 """`make table4 TINY=1 LAUNCHER=slurm_local` on the local Slurm: the driver submits the
 training array, the evaluation array that waits per cell (aftercorr) and the table's job
-(afterany), and exits at once; the table appears when the jobs end; STATUS=1 shows every
-cell done and its tasks COMPLETED."""
+(afterany), and exits at once; run again while they are queued, it submits nothing twice;
+the table appears when the jobs end; STATUS=1 shows every cell done and its tasks COMPLETED."""
 
 from __future__ import annotations
 
@@ -28,20 +28,24 @@ def test_tiny_table_is_submitted_as_a_chain_and_appears_when_the_jobs_end(slurm_
     driver = subprocess.run(args, cwd=ROOT, env=slurm_cluster.env, capture_output=True, text=True, timeout=120)
     took = time.monotonic() - started
     jobs_file = runs / "plan" / "table4.jobs.json"
-    jobs = json.loads(jobs_file.read_text()) if jobs_file.exists() else {}
+    jobs = json.loads(jobs_file.read_text()) if jobs_file.exists() else []
     try:
         assert driver.returncode == 0, driver.stderr[-3000:]
-        assert list(jobs) == ["train-w1-g1", "eval-w1-g1", "table"], driver.stdout[-3000:]
-        ids = {key: entry["job"] for key, entry in jobs.items()}
+        assert [e["key"] for e in jobs] == ["train-w1-g1", "eval-w1-g1", "table"], driver.stdout[-3000:]
+        ids = {e["key"]: e["job"] for e in jobs}
         assert not (out / "table4.md").exists(), "the driver returned before the jobs ran"
         # the evaluation tasks wait for their own training task; the table for everything
         deps = dict(line.split("|", 1) for line in slurm_cluster.run("squeue", "-h", "-r", "-o", "%i|%E").stdout.split() if "|" in line)
         assert all(deps[f"{ids['eval-w1-g1']}_{i}"].startswith(f"aftercorr:{ids['train-w1-g1']}_") for i in (0, 1)
                    if f"{ids['eval-w1-g1']}_{i}" in deps), deps
+        # run again while they are queued: nothing is submitted twice
+        again = subprocess.run(args, cwd=ROOT, env=slurm_cluster.env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and "nothing new to submit" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
+        assert json.loads(jobs_file.read_text()) == jobs
         wait_until(lambda: (out / "table4.md").exists(), CHAIN_TIMEOUT_S, "the table", logs)
         wait_until(lambda: not slurm_cluster.active(ids["table"]), 60, "the table's job to end", logs)
     finally:
-        for job in [e["job"] for e in jobs.values()]:
+        for job in [e["job"] for e in jobs]:
             if slurm_cluster.active(job):
                 slurm_cluster.run("scancel", job, check=False)
     print(f"driver returned in {took:.1f}s")
