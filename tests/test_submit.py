@@ -74,3 +74,13 @@ def test_rows_with_several_gpus_are_refused_by_the_local_launcher_before_trainin
     proc = grid(tmp_path, "table=table1", "table.models=[llama2_7b]", "table.grid.datasets={metamathqa: [gsm8k]}")
     assert proc.returncode != 0 and "Full FT ask for several GPUs per cell (resources.gpus)" in proc.stderr, proc.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan"]  # nothing trained
+
+
+@pytest.mark.parametrize("resources", [{"gpus": 0}, {"gpus": "4"}, {"gpus": True}, {"gpus": 4, "cpus": 8}])
+def test_a_bad_resources_entry_is_refused(resources):
+    from aggc.grid import cells
+
+    spec = {"name": "t", "models": ["tiny_llama"], "rows": [{"label": "Full FT", "strategy": "full_ft", "clip": "global", "resources": resources}],
+            "grid": {"seeds": [0], "datasets": {"arith": ["arith"]}}}
+    with pytest.raises(ConfigError, match="row 'Full FT': resources=.*only `gpus`, a positive integer"):
+        cells(spec)
