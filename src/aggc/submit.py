@@ -50,7 +50,7 @@ class Array:
     lines: list[str]  # cells-file lines
     runs: list[Path]  # the run directory of each line
     tasks: int  # tasks (= GPUs) per array task
-    after: tuple[str, str] | None = None  # (dependency type, key of the array it waits for)
+    after: tuple[str, str] | None = None  # (dependency type, the keys of the arrays it waits for, comma-separated)
 
 
 def launcher_settings(launcher: str, args: list[str]) -> DictConfig:
