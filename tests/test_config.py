@@ -204,11 +204,11 @@ def test_a_global_batch_the_launch_cannot_divide_is_refused_before_training():
 
     cfg = composed("model=mistral_7b", "data=metamathqa", "strategy=aggc", "train=paper_sft")
     with pytest.raises(ConfigError, match=r"train.global_batch_size=32 is not a multiple of 3 process\(es\) x "
-                                          r"train.per_device_train_batch_size=4"):
+                                          r"train.per_device_train_batch_size=2"):
         check_hardware(cfg, cuda_available=True, environ={"WORLD_SIZE": "3"})
     with pytest.raises(ConfigError, match="train.global_batch_size=30 is not a multiple"):
         validate(composed("model=mistral_7b", "data=metamathqa", "strategy=aggc", "train=paper_sft",
-                          "train.global_batch_size=30"))
+                          "train.global_batch_size=30", "train.per_device_train_batch_size=4"))
     with pytest.raises(ConfigError, match="set one of them"):
         validate(composed("model=mistral_7b", "data=metamathqa", "strategy=aggc", "train=paper_sft",
                           "train.gradient_accumulation_steps=2"))

@@ -73,6 +73,22 @@ def cell_ids(cfg: DictConfig, spec: dict, grid: list[Cell]) -> dict[Cell, str]:
     return {c: ids[c] for c in grid}
 
 
+def cost_and_fit(cfg: DictConfig, spec: dict, grid: list[Cell], evals: dict[str, DictConfig]) -> dict:
+    """Print what each cell will cost and whether it fits its GPUs (`aggc.cost`: models built
+    on the meta device from their published configs); returns each (model, data, row)'s
+    `aggc.cost.Estimate`."""
+    from hydra import compose
+
+    from . import cost
+
+    extra = [a for a in extra_args(cfg, spec, "train") if not a.lstrip("+~").startswith("hydra")]
+    configs = {}
+    for c in grid:
+        if not any((c.model, c.data, c.row) == (d.model, d.data, d.row) for d in configs):
+            configs[c] = compose("config", overrides=[*c.train_overrides(Path(cfg.runs_root)), *extra])
+    return cost.report(cfg, spec, grid, configs, evals)
+
+
 def run_dirs(cfg: DictConfig, spec: dict, grid: list[Cell]) -> dict[Cell, Path]:
     """Each cell's run directory: `aggc.identity.run_dir` of its config."""
     return {c: layout(cfg.runs_root, c.model, c.data, c.strategy, c.clip, i, c.seed) for c, i in cell_ids(cfg, spec, grid).items()}
@@ -262,6 +278,14 @@ def plan(cfg: DictConfig, spec: dict) -> tuple[list[list[list[str]]], list[list[
             print(f"training wave {n}: " + ", ".join(d + (f" (from {src})" if src else "") for d, (w, src) in waves.items() if w == n))
     print(f"to do: {len(todo)} of {len(grid)} training cells, {sum(map(len, pending.values()))} of {n_evals} evaluations "
           f"(launcher: {cfg.launcher})")
+    if cfg.dry_run or cfg.launcher != "local":  # before any GPU time: what it costs, and what cannot fit
+        estimates = cost_and_fit(cfg, spec, grid, evals)
+        unfit = [c for c in todo if not estimates[(c.model, c.data, c.row)].fits]
+        if unfit:
+            todo = [c for c in todo if c not in unfit]
+            pending = {b: [r for r in runs if r not in {dirs[c] for c in unfit}] for b, runs in pending.items()}
+            print(f"not submitted: {len(unfit)} training cells that do not fit {cfg.gpu.memory_gb} GB per GPU, and their "
+                  "evaluations")
 
     plan_dir = runs_root / "plan"
     plan_dir.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -32,6 +33,30 @@ BACKENDS = ("hf", "vllm")
 REFERENCE_SCORERS = {"gsm8k": gsm8k_reference_correct}
 # Tasks whose generated code runs in `sandbox`: their results record its isolation.
 CODE_TASKS = ("humaneval.yaml", "mbpp.yaml")
+
+
+def choose_device(requested: str, cuda_available: bool) -> str:
+    """Where the model is evaluated (`device`): `auto` is cuda where the node has a GPU, else
+    cpu. A GPU asked for where none is visible is refused before anything loads, never a
+    silent fallback (a 7B model's generation on CPU takes days)."""
+    name = str(requested)
+    if name == "auto":
+        return "cuda" if cuda_available else "cpu"
+    if name == "cpu":
+        return name
+    if re.fullmatch(r"cuda(:\d+)?", name):
+        if not cuda_available:
+            raise ConfigError(f"device={name}: no GPU is visible here (torch.cuda.is_available() is false): run on a GPU "
+                              "node, or set device=auto (the GPU where there is one) or device=cpu")
+        return name
+    raise ConfigError(f"device={name!r}: must be auto, cpu, cuda or cuda:<index>")
+
+
+def eval_device(cfg: DictConfig) -> str:
+    """`choose_device` for this machine."""
+    import torch
+
+    return choose_device(cfg.get("device", "auto"), torch.cuda.is_available())
 
 
 def check_inputs(cfg: DictConfig) -> tuple[Path, Path]:
@@ -62,6 +87,7 @@ def check_inputs(cfg: DictConfig) -> tuple[Path, Path]:
             raise FileNotFoundError(f"eval.task={cfg.eval.task}: no such task definition under {EVALUATION_DIR}")
     else:
         raise ConfigError(f"eval.kind={cfg.eval.kind!r}: must be lm_eval, mt_bench or glue")
+    eval_device(cfg)  # a GPU asked for where there is none fails here, before the model loads
     return run, final
 
 
@@ -133,9 +159,10 @@ def load_backend(cfg: DictConfig, final: Path):
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    device = eval_device(cfg)  # HFLM keeps a model object where it is: it goes to the device first
+    model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(final)
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
+    return HFLM(pretrained=model.to(device), tokenizer=tokenizer, batch_size=cfg.batch_size)
 
 
 # Eval kinds that generate `max_gen_toks` new tokens after a prompt, within the model's context.
@@ -215,6 +242,8 @@ def _evaluate(cfg: DictConfig, run: Path, final: Path) -> Path:
     if path.exists() and not cfg.force:
         print(f"{path}: scored another model or other settings; evaluating again", flush=True)
     out_dir.mkdir(exist_ok=True)
+    device = eval_device(cfg)
+    log.info("evaluating %s on %s (device=%s)", final, device, cfg.get("device", "auto"))
     fingerprint = model_fingerprint(run)
     cache_name = f"{cfg.eval.name}-{fingerprint}"  # generation caches are per model: a retrained one gets no old answers
     started = time.time()
@@ -237,6 +266,7 @@ def _evaluate(cfg: DictConfig, run: Path, final: Path) -> Path:
         **git_state(),
         "chat_template": bool(cfg.chat_template),
         "backend": cfg.backend,
+        "device": device,
         "seed": cfg.seed,
         "packages": package_versions(),
         "seconds": round(time.time() - started, 2),

@@ -111,9 +111,9 @@ def evaluate_glue(cfg: DictConfig, run: Path, final: Path) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(final, dtype=torch.float32)
-    if torch.cuda.is_available():
-        model.to("cuda")
+    from . import eval_device
+
+    model = AutoModelForSequenceClassification.from_pretrained(final, dtype=torch.float32).to(eval_device(cfg))
     tokenizer = AutoTokenizer.from_pretrained(final)
     regression = glue_data.is_regression(spec)
     labels, predictions, samples = {}, {}, []

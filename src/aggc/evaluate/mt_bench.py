@@ -213,9 +213,11 @@ def _hf_generator(cfg: DictConfig, final: Path, tokenizer, stop: list[str]):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(cfg.seed)
-    cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.bfloat16 if cuda else torch.float32).to(device).eval()
+    from . import eval_device
+
+    device = eval_device(cfg)
+    model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    model = model.to(device).eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def generate(prompt_ids: list[list[int]], temp: float) -> list[str]:

@@ -8,11 +8,12 @@ from omegaconf import DictConfig
 from ..config import ConfigError
 
 
-def apply_strategy(model, strategy: DictConfig, task_type: str = "CAUSAL_LM", head_modules=()):
+def apply_strategy(model, strategy: DictConfig, task_type: str = "CAUSAL_LM", head_modules=(), empty: bool = False):
     """Wrap or freeze `model` for `strategy.peft.method`.
 
     `head_modules` (sequence classification: the pooler and classifier) train in every
-    strategy: peft's `modules_to_save` for LoRA / DoRA, left unfrozen for BitFit.
+    strategy: peft's `modules_to_save` for LoRA / DoRA, left unfrozen for BitFit. `empty`:
+    adapters created on the meta device, for counting (the grid's cost estimate, `aggc.cost`).
     """
     method = strategy.peft.method
     if method == "none":
@@ -31,7 +32,7 @@ def apply_strategy(model, strategy: DictConfig, task_type: str = "CAUSAL_LM", he
         task_type=task_type,
         modules_to_save=list(head_modules) or None,
     )
-    return get_peft_model(model, config)
+    return get_peft_model(model, config, low_cpu_mem_usage=empty)
 
 
 def in_modules(name: str, modules) -> bool:

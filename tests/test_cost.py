@@ -1,0 +1,101 @@
+"""The grid's cost and fit (aggc.cost): models built on the meta device from the shipped
+published configs have the published sizes; the plan shows each cell's global batch,
+precision, GPUs, memory and fit; a cell that cannot fit is not submitted; the MT-Bench judge
+on localhost is flagged under Slurm."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from aggc import cost, grid
+from aggc.paths import CONF_DIR, ROOT
+
+# The model cards' parameter counts (embeddings included).
+PUBLISHED_SIZES = {"llama2_7b": 6.74e9, "mistral_7b": 7.24e9, "gemma_7b": 8.54e9, "qwen25_1_5b_instruct": 1.54e9,
+                   "qwen25_3b_instruct": 3.09e9, "llama32_3b_instruct": 3.21e9, "deberta_v3_base": 184e6}
+
+
+def composed(*overrides):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("model, size", PUBLISHED_SIZES.items())
+def test_meta_built_models_have_their_published_sizes(model, size):
+    """The shipped config.json files carry the published dimensions: the model built from each
+    on the meta device (no weights) counts the parameters its model card states."""
+    cfg = composed(f"model={model}", "strategy=full_ft", *(["data=glue_mnli"] if model == "deberta_v3_base" else []))
+    built = cost._build(cost._key(cfg))
+    trainable, total = built["trainable"], built["total"]
+    assert trainable == total
+    assert abs(total - size) / size < 0.01, (model, total)
+
+
+def test_lora_counts_come_from_the_strategy_as_training_applies_it():
+    """Llama-2-7B, r = 128 on the seven linear modules: r x (in + out) per adapted matrix."""
+    cfg = composed("model=llama2_7b", "strategy=aggc")
+    h, i, layers, r = 4096, 11008, 32, 128
+    per_layer = 4 * r * (h + h) + 2 * r * (h + i) + r * (i + h)
+    built = cost._build(cost._key(cfg))
+    assert (built["trainable"], built["groups"], built["tensors"]) == (layers * per_layer, 7, 7 * 2 * layers)
+
+
+def test_memory_shrinks_with_sharding_and_checkpointing():
+    gpu = OmegaConf.create({"memory_gb": 80, "peak_tflops": {"bf16": 312, "fp32": 19.5}, "mfu": 0.35, "name": "x"})
+    full = composed("model=mistral_7b", "data=metamathqa", "strategy=full_ft", "train=paper_sft", "train.fsdp=full_shard")
+    one, four = cost.estimate(full, 1, gpu), cost.estimate(full, 4, gpu)
+    assert four.memory["optimizer"] == pytest.approx(one.memory["optimizer"] / 4) and four.memory["total"] < one.memory["total"]
+    assert one.memory["optimizer"] == pytest.approx(8 * one.trainable / cost.GIB)  # AdamW: two float32 states
+    lora = composed("model=mistral_7b", "data=metamathqa", "strategy=lora", "train=paper_sft")
+    kept = cost.estimate(composed("model=mistral_7b", "data=metamathqa", "strategy=lora", "train=paper_sft",
+                                  "train.activation_checkpointing=true"), 1, gpu)
+    assert kept.memory["activations"] < cost.estimate(lora, 1, gpu).memory["activations"] / 4
+    assert kept.gpu_hours > cost.estimate(lora, 1, gpu).gpu_hours  # the recomputed forward
+
+
+@pytest.fixture(scope="module")
+def table1_plan():
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("grid", overrides=["table=table1", "runs_root=/nonexistent", "dry_run=true"])
+        spec = OmegaConf.to_container(cfg.table, resolve=True)
+        cells = grid.cells(spec)
+        evals = grid.eval_configs(cfg, spec, [b for c in cells for b in c.benchmarks])
+        return spec, cells, evals, cfg
+
+
+def test_table1_plan_shows_table7s_batch_precision_gpus_and_fit(table1_plan, capsys):
+    """`make table1 DRY_RUN=1`: every cell with its training set's Table 7 batch, the paper's
+    float32, the row's GPUs (Full FT: 4), a memory estimate that fits, and the grid's total."""
+    spec, cells, evals, cfg = table1_plan
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        estimates = grid.cost_and_fit(cfg, spec, cells, evals)
+    out = capsys.readouterr().out
+    assert len(estimates) == 3 * 3 * 4
+    for (model, data, row), e in estimates.items():
+        label = spec["rows"][row]["label"]
+        assert e.global_batch == {"metamathqa": 32, "codefeedback": 128, "wizardlm": 64}[data]
+        assert e.precision == "float32 weights" and e.gpus == (4 if label == "Full FT" else 1)
+        assert e.fits and 0 < e.memory["total"] <= cfg.gpu.memory_gb and e.gpu_hours > 0
+        line = next(li for li in out.splitlines() if li.split()[:2] == [model, data] and f" {label} " in li)
+        assert f" {e.global_batch} float32 weights " in line and f"{e.memory['total']:.1f} = " in line
+    assert f"total: {len(cells)} training cells, " in out and "GPU-hours of training" in out
+
+
+def test_a_cell_that_cannot_fit_is_flagged_and_not_submitted(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "aggc.grid", "table=table4", "dry_run=true", f"runs_root={tmp_path}",
+                           "gpu.memory_gb=16"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert " NO " in proc.stdout and "not submitted: 15 training cells" in proc.stdout
+    assert (tmp_path / "plan" / "table4.train.txt").read_text() == ""
+    assert "would run: -m aggc.train" not in proc.stdout
+
+
+@pytest.mark.parametrize("url, launcher, warned", [
+    ("http://127.0.0.1:8000/v1", "slurm", True), ("http://localhost:8000/v1", "slurm_local", True),
+    ("http://127.0.0.1:8000/v1", "local", False), ("http://judge.cluster:8000/v1", "slurm", False)])
+def test_a_localhost_judge_is_flagged_under_slurm(url, launcher, warned):
+    eval_cfg = OmegaConf.create({"eval": {"judge": {"base_url": url}}})
+    assert bool(cost.judge_warning(eval_cfg, launcher)) == warned
