@@ -151,7 +151,7 @@ def submit(cfg: DictConfig, spec: dict, table: str, table_overrides: list[str], 
         print("nothing new to submit (the earlier submission's table job renders the table)")
         return
     caps = shares([len(a.lines) for a in work], train.array_parallelism) if work else []
-    env = {**os.environ, "PYTHON": sys.executable}  # the jobs run this interpreter (array.sbatch reads PYTHON)
+    env = {**os.environ, "PYTHON": shlex.quote(sys.executable)}  # the jobs run this interpreter (array.sbatch splits PYTHON as shell words)
     ids: dict[str, str] = {}
 
     def sbatch(key: str, options: list[str], *rest: str) -> str:
