@@ -52,7 +52,7 @@ TRAIN_KEYS = {
     "lora_alpha": "LoRA alpha of the recipe (train=paper_glue), read by strategy.peft.alpha",
     "hparams": "per task and strategy table the recipe's values are looked up in (train=paper_glue)",
 }
-GRPO_KEYS = ("num_generations", "max_completion_length", "temperature", "kl_coef", "use_vllm", "vllm_mode",
+GRPO_KEYS = ("protocol", "num_generations", "max_completion_length", "temperature", "kl_coef", "use_vllm", "vllm_mode",
              "vllm_gpu_memory_utilization", "zero_variance_warning")
 # Keys users reach for that the harness does on purpose another way.
 REFUSED_TRAIN_KEYS = {
