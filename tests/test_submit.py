@@ -70,6 +70,29 @@ def test_a_later_training_wave_waits_for_the_earlier_one(tmp_path):
     assert all(a.after == ("aftercorr", a.key.replace("eval", "train")) for a in work if a.key.startswith("eval-"))
 
 
+
+@pytest.mark.slow
+def test_a_later_wave_waits_for_an_earlier_submissions_training_of_its_sources(tmp_path):
+    """Resubmitted while the MNLI runs of an earlier submission still train (its STS-B, RTE,
+    MRPC tasks were cancelled when one MNLI cell failed): the new wave-2 array waits for
+    those tasks too (afterok per task), not only for this submission's wave 1, which may
+    be empty; otherwise it starts before its MNLI runs are COMPLETED and fails."""
+    from aggc import grid
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("grid", overrides=["table=table2", f"runs_root={tmp_path}", "launcher=slurm", "table.grid.seeds=[0]"])
+        spec = OmegaConf.to_container(cfg.table, resolve=True)
+        cells = grid.cells(spec)
+        dirs = grid.run_dirs(cfg, spec, cells)
+        mnli = [dirs[c] for c in cells if c.data == "glue_mnli"]
+        for running in (mnli[:1], mnli):  # one MNLI cell still trains / all of them
+            training = {run: f"12_{i}" for i, run in enumerate(running)}
+            work = arrays(cfg, spec, frozenset(running), training)
+            later = [a for a in work if a.key.startswith("train-w2")]
+            assert later and all(sorted(a.after_tasks) == sorted(training.values()) for a in later), [(a.key, a.after_tasks) for a in work]
+            assert not any(run in a.runs for a in work if a.module == "aggc.train" for run in running)
+            assert all(not a.after_tasks for a in work if not a.key.startswith("train-w2"))
+
 def test_rows_with_several_gpus_are_refused_by_the_local_launcher_before_training(tmp_path):
     proc = grid(tmp_path, "table=table1", "table.models=[llama2_7b]", "table.grid.datasets={metamathqa: [gsm8k]}")
     assert proc.returncode != 0 and "Full FT ask for several GPUs per cell (resources.gpus)" in proc.stderr, proc.stderr[-2000:]

@@ -4,7 +4,8 @@ the driver returns as soon as everything is queued.
 - Training: per training wave (`grid.dataset_waves`) and resource shape (a row's
   `resources.gpus`), one array job of slurm/array.sbatch, a task per cell still to train
   (one task per GPU: `--ntasks-per-node`). A later wave's arrays wait for the earlier
-  wave's (`afterok`: every task succeeded).
+  wave's (`afterok`: every task succeeded), and for an earlier submission's training tasks
+  of earlier waves that are still queued or running.
 - Evaluation: beside each training array, one of the same length whose task i evaluates
   cell i's benchmarks once training task i has succeeded (`aftercorr`: per cell, not per
   array). Cells trained earlier but not evaluated: one array with no dependency.
@@ -51,6 +52,7 @@ class Array:
     runs: list[Path]  # the run directory of each line
     tasks: int  # tasks (= GPUs) per array task
     after: tuple[str, str] | None = None  # (dependency type, the keys of the arrays it waits for, comma-separated)
+    after_tasks: tuple[str, ...] = ()  # tasks of an earlier submission it also waits for (afterok), e.g. "12_3"
 
 
 def launcher_settings(launcher: str, args: list[str]) -> DictConfig:
@@ -86,9 +88,12 @@ def shares(sizes: list[int], cap: int) -> list[int]:
     return out
 
 
-def arrays(cfg: DictConfig, spec: dict, busy: frozenset[Path] = frozenset()) -> list[Array]:
+def arrays(cfg: DictConfig, spec: dict, busy: frozenset[Path] = frozenset(), training: dict[Path, str] | None = None) -> list[Array]:
     """The grid's arrays in submission order (an array after those it depends on), without
-    the cells whose run directories are `busy` (an earlier submission's task is still active)."""
+    the cells whose run directories are `busy` (an earlier submission's task is still active).
+    `training`: busy run directories -> their earlier submission's training task still queued
+    or running; a later wave's training also waits for those of earlier waves (it starts
+    from their runs)."""
     from . import grid
 
     waves = grid.dataset_waves(cfg, spec)
@@ -108,12 +113,13 @@ def arrays(cfg: DictConfig, spec: dict, busy: frozenset[Path] = frozenset()) -> 
     todo = [c for c in cells if grid.training_status(dirs[c]) != "done" and dirs[c] not in busy]
     for wave in sorted({waves[c.data][0] for c in todo}):
         keys = []
+        earlier = tuple(task for c in cells if waves[c.data][0] < wave and (task := (training or {}).get(dirs[c])))
         for gpus in sorted({c.gpus for c in todo if waves[c.data][0] == wave}):
             mine = [c for c in todo if waves[c.data][0] == wave and c.gpus == gpus]
             key = f"train-w{wave}-g{gpus}"
             after = ("afterok", ",".join(previous)) if previous else None
             out.append(Array(key, "aggc.train", [cells_line(c.train_overrides(Path(cfg.runs_root)) + train_args) for c in mine],
-                             [dirs[c] for c in mine], gpus, after))
+                             [dirs[c] for c in mine], gpus, after, earlier))
             out.append(Array(f"eval-w{wave}-g{gpus}", "aggc.evaluate", [eval_line(c) for c in mine], [dirs[c] for c in mine], 1,
                              ("aftercorr", key)))
             keys.append(key)
@@ -143,8 +149,9 @@ def submit(cfg: DictConfig, spec: dict, table: str, table_overrides: list[str], 
     evaluate = launcher_settings(cfg.launcher, grid.extra_args(cfg, spec, "eval"))
     jobs_file = plan_dir / f"{spec['name']}.jobs.json"
     earlier = submitted(jobs_file)
-    busy = frozenset(run for (run, _), (_, state) in cell_tasks(earlier).items() if state not in ENDED)
-    work = arrays(cfg, spec, busy)
+    active = {key: task for key, (task, state) in cell_tasks(earlier).items() if state not in ENDED}
+    busy = frozenset(run for run, _ in active)
+    work = arrays(cfg, spec, busy, {run: task for (run, kind), task in active.items() if kind == "train"})
     if busy:
         print(f"{len(busy)} cells have a task of an earlier submission still queued or running: not submitted again")
     if busy and not work:
@@ -169,9 +176,10 @@ def submit(cfg: DictConfig, spec: dict, table: str, table_overrides: list[str], 
         atomic_write_text(cells_file, "".join(array.lines))
         options = [f"--array=0-{len(array.lines) - 1}%{cap}", *sbatch_options(train if array.module == "aggc.train" else evaluate, array.tasks),
                    f"--output={logs}/%x-%A_%a.out"]
-        if array.after:  # a dependency that can no longer be met (a failed cell) cancels the task, not leaves it pending
-            kind, keys = array.after
-            options += [f"--dependency={kind}:" + ":".join(ids[k] for k in keys.split(",")), "--kill-on-invalid-dep=yes"]
+        after = [f"{array.after[0]}:" + ":".join(ids[k] for k in array.after[1].split(","))] if array.after else []
+        after += [f"afterok:{':'.join(array.after_tasks)}"] if array.after_tasks else []
+        if after:  # a dependency that can no longer be met (a failed cell) cancels the task, not leaves it pending
+            options += [f"--dependency={','.join(after)}", "--kill-on-invalid-dep=yes"]
         ids[array.key] = sbatch(array.key, options, str(TEMPLATE), array.module, str(cells_file))
 
     tabulate = [sys.executable, "-m", "aggc.tables", f"table={table}", *table_overrides,
