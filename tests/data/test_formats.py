@@ -139,6 +139,11 @@ GOOD_GSM8K = '{"question": "1+1?", "answer": "1+1=2\\n#### 2"}'
     (['{"conversations": [{"from": "gpt", "value": "hi"}]}'], "wizardlm", ":1:", "no human turn"),
     ([], "gsm8k", ": no records", "empty data file"),
     (["", "  "], "gsm8k", ": no records", "empty data file"),
+    # a number or a list where the format reads text: refused here, not trained as a non-string or crashed on later
+    ([GOOD_GSM8K, '{"question": 5, "answer": "#### 5"}'], "gsm8k", ":2:", "field 'question' must be a JSON string, got int"),
+    (['{"question": "q", "answer": 2}'], "gsm8k", ":1:", "field 'answer' must be a JSON string, got int"),
+    (['{"query": "q", "response": ["a"]}'], "metamathqa", ":1:", "field 'response' must be a JSON string, got list"),
+    (['{"conversations": "human: hi"}'], "wizardlm", ":1:", "field 'conversations' must be a JSON array, got str"),
 ])
 def test_data_errors_name_file_line_and_field(tmp_path, lines, fmt, where, field):
     """A record that cannot train fails when the data is read (before any model is built),
@@ -154,4 +159,20 @@ def test_json_file_error_names_its_line(tmp_path):
     path = tmp_path / "train.json"
     path.write_text('[\n  {"question": "q", "answer": "#### 1"},\n  {"question": "q" "answer": "#### 2"}\n]\n')
     with pytest.raises(DataError, match=f"^{path}:3: not valid JSON"):
+        load_sft_records({"kind": "jsonl", "path": str(path), "format": "gsm8k"}, "train")
+
+
+def test_byte_order_mark_and_crlf_read_like_a_plain_file(tmp_path):
+    """A UTF-8 file with a byte-order mark and Windows line ends holds the same records."""
+    plain, windows = tmp_path / "plain.jsonl", tmp_path / "windows.jsonl"
+    plain.write_bytes(f"{GOOD_GSM8K}\n\n{GOOD_GSM8K}\n".encode())
+    windows.write_bytes(b"\xef\xbb\xbf" + f"{GOOD_GSM8K}\r\n\r\n{GOOD_GSM8K}\r\n".encode())
+    read = [load_sft_records({"kind": "jsonl", "path": str(p), "format": "gsm8k"}, "train") for p in (plain, windows)]
+    assert read[0] == read[1] and len(read[0]) == 2
+
+
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(f"{GOOD_GSM8K}\n".encode() + '{"question": "caf\u00e9?", "answer": "#### 1"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=f"^{path}:2: not UTF-8"):
         load_sft_records({"kind": "jsonl", "path": str(path), "format": "gsm8k"}, "train")

@@ -135,6 +135,7 @@ REQUIRED_FIELDS = {
     "codefeedback": ("query", "answer"),
     "wizardlm": ("conversations",),
 }
+FIELD_TYPES = {"conversations": list}   # the JSON type of a required field other than a string
 
 
 def convert(records, fmt: str, limit: int | None = None, source: str = "data", where=None) -> list[dict]:
@@ -155,6 +156,11 @@ def convert(records, fmt: str, limit: int | None = None, source: str = "data", w
         if missing:
             raise DataError(f"{source}{place}: field {missing[0]!r} missing (data.format={fmt} reads {', '.join(required)}; "
                             f"the record has {', '.join(record) or 'no fields'})")
+        for field in required:  # a number where text belongs would train as a non-string, or crash after the model is built
+            kind = FIELD_TYPES.get(field, str)
+            if not isinstance(record[field], kind):
+                raise DataError(f"{source}{place}: field {field!r} must be a JSON {'array' if kind is list else 'string'}, "
+                                f"got {type(record[field]).__name__} {str(record[field])[:40]!r} (data.format={fmt})")
         try:
             out.append(converter(record))
         except (KeyError, TypeError, ValueError) as err:
@@ -169,7 +175,12 @@ def _read_json_records(path: Path) -> tuple[list, list[int]]:
     that is not JSON raises `DataError` with its file and line."""
     if not path.is_file():
         raise DataError(f"data.path={path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a leading byte-order mark (as some editors write) is not part of the JSON
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 ({err.reason} at byte {err.start}); JSON data files are UTF-8") from None
     if path.suffix == ".json":
         try:
             records = json.loads(text) if text.strip() else []
