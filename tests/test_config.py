@@ -66,12 +66,53 @@ def test_strategy_selects_its_clip_preset_and_cli_overrides_it():
         ("train.learning_rate=0", "train.learning_rate"),
         ("train.per_device_train_batch_size=0", "train.per_device_train_batch_size"),
         ("data.kind=ftp", "data.kind"),
+        # values Hydra accepts but the Trainer, the loader or numpy cannot use: refused at compose time too
+        ("clip.max_norm=nan", "clip.max_norm"),
+        ("train.learning_rate=nan", "train.learning_rate"),
+        ("train.learning_rate=inf", "train.learning_rate"),
+        ("train.warmup_ratio=abc", "train.warmup_ratio"),
+        ("train.weight_decay=-1", "train.weight_decay"),
+        ("train.num_train_epochs=0", "train.num_train_epochs"),
+        ("train.max_steps=abc", "train.max_steps"),
+        ("train.max_steps=1.5", "train.max_steps"),
+        ("train.logging_steps=0", "train.logging_steps"),
+        ("train.save_total_limit=-1", "train.save_total_limit"),
+        ("train.dataloader_num_workers=-1", "train.dataloader_num_workers"),
+        ("train.lr_scheduler_type=cosin", "train.lr_scheduler_type"),
+        ("train.bf16=maybe", "train.bf16"),
+        ("train.activation_checkpointing=1", "train.activation_checkpointing"),
+        ("strategy.peft.dropout=abc", "strategy.peft.dropout"),
+        ("model.dtype=float64", "model.dtype"),
+        ("data.train_size=0", "data.train_size"),
+        ("seed=-1", "seed"),
     ],
 )
 def test_bad_values_fail_naming_the_key(override, key):
+    """A bad value is a ConfigError naming its key (the CLI prints it in two lines), never a
+    TypeError from comparing it or a failure after the model is built."""
+    overrides = [override] + (["strategy=lora"] if override.startswith("strategy.peft") else [])
     with pytest.raises(ConfigError) as err:
-        validate(composed(override))
+        validate(composed(*overrides))
     assert key in str(err.value)
+
+
+@pytest.mark.parametrize("limit", [0, -5, "abc"])
+def test_a_data_limit_that_keeps_no_record_is_refused_as_the_config_value(limit):
+    """data.limit<=0 read as 'an empty data file', naming the shipped file; it is the limit."""
+    with pytest.raises(ConfigError, match="data.limit"):
+        validate(composed("data=gsm8k", f"data.limit={limit}"))
+
+
+def test_the_checked_choices_are_the_libraries_own():
+    """The scheduler names (checked before transformers loads) are transformers' own, and the
+    model dtypes the loader's."""
+    from transformers.trainer_utils import SchedulerType
+
+    from aggc.config import LR_SCHEDULERS, MODEL_DTYPES
+    from aggc.models import DTYPES
+
+    assert set(LR_SCHEDULERS) == {s.value for s in SchedulerType}
+    assert set(MODEL_DTYPES) == set(DTYPES)
 
 
 def test_paper_semantics_cannot_use_late_zero():

@@ -7,6 +7,7 @@ sweep fails in a second, not after a model has been loaded.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +20,12 @@ from .clipping.config import ClipConfig, ClipConfigError
 PEFT_METHODS = ("none", "lora", "dora", "bitfit")
 MODEL_KINDS = ("tiny", "gguf", "hub")
 DATA_KINDS = ("arith", "jsonl", "hub", "tsv")   # tsv: GLUE task files
+MODEL_DTYPES = ("float32", "bfloat16")   # model.dtype: the torch dtype the models load in (aggc.models.DTYPES)
+# transformers' SchedulerType values, named here so the check runs before transformers loads
+# (tests/test_config.py checks they are transformers' own).
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                 "warmup_stable_decay", "greedy")
 SELECT_BEST = ("last", "epoch")   # GLUE: score the final epoch, or keep the best dev-set epoch
 
 
@@ -139,11 +146,13 @@ def validate(cfg: DictConfig) -> ClipConfig:
     if method in ("lora", "dora"):
         require_positive_int("strategy.peft.r", cfg.strategy.peft.r)
         require_positive("strategy.peft.alpha", cfg.strategy.peft.alpha)
-        if not 0 <= cfg.strategy.peft.dropout < 1:
+        dropout = cfg.strategy.peft.dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ConfigError(f"strategy.peft.dropout={cfg.strategy.peft.dropout}: must lie in [0, 1)")
 
     t = cfg.train
     check_train_keys(t)
+    check_train_values(t)
     require_positive("train.learning_rate", t.learning_rate)
     require_positive("train.full_ft_learning_rate", t.full_ft_learning_rate)
     require_positive_int("train.per_device_train_batch_size", t.per_device_train_batch_size)
@@ -181,6 +190,13 @@ def validate(cfg: DictConfig) -> ClipConfig:
     if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1):
         raise ConfigError(f"model.dropout={dropout!r}: a probability in [0, 1), or null for the checkpoint's own")
     require_positive_int("data.max_length", cfg.data.max_length)
+    if cfg.data.get("limit") is not None:
+        require_positive_int("data.limit", cfg.data.limit)
+    for key in ("train_size", "eval_size"):   # the generated arith data
+        if key in cfg.data:
+            require_positive_int(f"data.{key}", cfg.data[key])
+    if cfg.model.get("dtype") is not None:
+        _choice("model.dtype", cfg.model.dtype, MODEL_DTYPES)
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed={seed!r}: must be an integer in [0, 2**32) (numpy's and torch's seed range)")
@@ -242,13 +258,36 @@ def check_train_keys(train: DictConfig) -> None:
             raise ConfigError(f"train.{key}: unknown key{hint}; the train recipe's keys are:\n{known}")
 
 
+def check_train_values(train: DictConfig) -> None:
+    """Each train.* value the Trainer reads has its type and range here, so a nonsensical one
+    (a negative weight decay, logging_steps=0, an unknown scheduler) fails at compose time, not
+    after the model is built."""
+    _choice("train.lr_scheduler_type", train.lr_scheduler_type, LR_SCHEDULERS)
+    for key in ("warmup_ratio", "weight_decay"):
+        value = train[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"train.{key}={value!r}: must be a number >= 0")
+    require_positive("train.num_train_epochs", train.num_train_epochs)
+    if isinstance(train.max_steps, bool) or not isinstance(train.max_steps, int):
+        raise ConfigError(f"train.max_steps={train.max_steps!r}: -1 (use num_train_epochs) or a positive step count")
+    require_positive_int("train.logging_steps", train.logging_steps)
+    if train.save_total_limit is not None:
+        require_positive_int("train.save_total_limit", train.save_total_limit)
+    workers = train.dataloader_num_workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"train.dataloader_num_workers={workers!r}: must be an integer >= 0")
+    for key in ("bf16", "fp16", "activation_checkpointing"):
+        if not isinstance(train[key], bool):
+            raise ConfigError(f"train.{key}={train[key]!r}: must be true or false")
+
+
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r}: must be one of {', '.join(allowed)}")
 
 
 def require_positive(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{key}={value!r}: must be a positive number")
 
 

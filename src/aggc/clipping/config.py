@@ -172,5 +172,5 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _number(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # value != value: NaN
         raise ClipConfigError(f"{key}={value!r}: must be a number")
