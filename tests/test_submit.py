@@ -107,3 +107,17 @@ def test_a_bad_resources_entry_is_refused(resources):
             "grid": {"seeds": [0], "datasets": {"arith": ["arith"]}}}
     with pytest.raises(ConfigError, match="row 'Full FT': resources=.*only `gpus`, a positive integer"):
         cells(spec)
+
+
+def test_new_sbatch_options_reach_the_arrays_and_not_the_cells(tmp_path):
+    """`+hydra.launcher.additional_parameters.<key>=...` in train_args (the form Hydra accepts
+    for a key the launcher config lacks) becomes the training arrays' sbatch option, true as
+    a bare flag (as submitit writes it), and stays out of the cells' overrides; it was
+    dropped (the filters knew only `hydra.launcher.` without `+`)."""
+    extra = "+hydra.launcher.additional_parameters.begin=now+600 +hydra.launcher.additional_parameters.exclusive=true"
+    proc = grid(tmp_path, "table=table4", "tiny=true", "dry_run=true", "launcher=slurm_local", f"train_args='{extra}'")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    submits = {m[1]: m[2].split() for m in re.finditer(r"^would submit (\S+): (sbatch .*)$", proc.stdout, re.M)}
+    assert {"--begin=now+600", "--exclusive"} <= set(submits["train-w1-g1"]), submits
+    assert "--begin=now+600" not in submits["eval-w1-g1"]
+    assert "hydra.launcher" not in (tmp_path / "plan" / "table4.train-w1-g1.txt").read_text()

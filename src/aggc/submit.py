@@ -60,7 +60,7 @@ def launcher_settings(launcher: str, args: list[str]) -> DictConfig:
     the table's `hydra.launcher.*` overrides."""
     from hydra import compose
 
-    mine = [a for a in args if a.startswith("hydra.launcher.")]
+    mine = [a for a in args if a.lstrip("+~").startswith("hydra.launcher.")]
     return compose("config", overrides=[f"hydra/launcher={launcher}", *mine], return_hydra_config=True).hydra.launcher
 
 
@@ -72,7 +72,9 @@ def sbatch_options(settings: DictConfig, tasks: int = 1) -> list[str]:
     if settings.mem_gb:
         options.append(f"--mem={settings.mem_gb * tasks}G")
     options += [f"--{key}={settings[key]}" for key in ("partition", "account", "qos", "constraint", "exclude") if settings.get(key)]
-    options += [f"--{key.replace('_', '-')}={value}" for key, value in (settings.additional_parameters or {}).items()]
+    for key, value in (settings.additional_parameters or {}).items():  # as submitit writes them: true is a flag, false none
+        if value is not False and value is not None:
+            options.append(f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}"))
     return options
 
 
@@ -100,8 +102,8 @@ def arrays(cfg: DictConfig, spec: dict, busy: frozenset[Path] = frozenset(), tra
     cells = grid.cells(spec)
     dirs = grid.run_dirs(cfg, spec, cells)
     evals = grid.eval_configs(cfg, spec, [b for c in cells for b in c.benchmarks])
-    train_args = [a for a in grid.extra_args(cfg, spec, "train") if not a.startswith("hydra.launcher.")]
-    eval_args = [a for a in grid.extra_args(cfg, spec, "eval") if not a.startswith("hydra.launcher.")]
+    train_args = [a for a in grid.extra_args(cfg, spec, "train") if not a.lstrip("+~").startswith("hydra.launcher.")]
+    eval_args = [a for a in grid.extra_args(cfg, spec, "eval") if not a.lstrip("+~").startswith("hydra.launcher.")]
     sweeps = Path(cfg.runs_root) / "eval-jobs"
 
     def eval_line(c) -> str:
@@ -160,16 +162,24 @@ def submit(cfg: DictConfig, spec: dict, table: str, table_overrides: list[str], 
     caps = shares([len(a.lines) for a in work], train.array_parallelism) if work else []
     env = {**os.environ, "PYTHON": shlex.quote(sys.executable)}  # the jobs run this interpreter (array.sbatch splits PYTHON as shell words)
     ids: dict[str, str] = {}
+    recorded = list(earlier)
 
-    def sbatch(key: str, options: list[str], *rest: str) -> str:
+    def sbatch(key: str, options: list[str], *rest: str, runs: list[Path] | None = None) -> str:
+        """Submit one job and record it in the jobs file at once: a later sbatch that fails
+        (a QOS limit, a bad option) leaves the jobs already queued known to the next
+        submission's busy check, which would otherwise queue their cells twice."""
         command = ["sbatch", "--parsable", *options, *rest]
         print(f"{'would submit' if dry_run else 'submitting'} {key}: {shlex.join(command)}")
         if dry_run:
             return f"<{key}>"
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise SystemExit(f"sbatch failed ({proc.returncode}): {proc.stderr.strip()}\n(submitted so far: {ids})")
-        return proc.stdout.strip().split(";")[0]
+            raise SystemExit(f"sbatch failed ({proc.returncode}): {proc.stderr.strip()}\n(submitted so far, recorded in {jobs_file}: "
+                             f"{ids}; the next submission does not queue their cells again)")
+        job = proc.stdout.strip().split(";")[0]
+        recorded.append({"key": key, "job": job, **({"runs": [str(r) for r in runs]} if runs is not None else {})})
+        atomic_write_text(jobs_file, json.dumps(recorded, indent=1) + "\n")
+        return job
 
     for array, cap in zip(work, caps):
         cells_file = plan_dir / f"{spec['name']}.{array.key}.txt"
@@ -180,7 +190,7 @@ def submit(cfg: DictConfig, spec: dict, table: str, table_overrides: list[str], 
         after += [f"afterok:{':'.join(array.after_tasks)}"] if array.after_tasks else []
         if after:  # a dependency that can no longer be met (a failed cell) cancels the task, not leaves it pending
             options += [f"--dependency={','.join(after)}", "--kill-on-invalid-dep=yes"]
-        ids[array.key] = sbatch(array.key, options, str(TEMPLATE), array.module, str(cells_file))
+        ids[array.key] = sbatch(array.key, options, str(TEMPLATE), array.module, str(cells_file), runs=array.runs)
 
     tabulate = [sys.executable, "-m", "aggc.tables", f"table={table}", *table_overrides,
                 f"tiny={str(bool(cfg.tiny)).lower()}", f"runs_root={quoted(cfg.runs_root)}", f"out_dir={quoted(cfg.out_dir)}",
@@ -192,8 +202,6 @@ def submit(cfg: DictConfig, spec: dict, table: str, table_overrides: list[str], 
     ids["table"] = sbatch("table", options, f"--chdir={os.getcwd()}", f"--wrap={shlex.join(tabulate)}")
     if dry_run:
         return
-    entries = [*({"key": a.key, "job": ids[a.key], "runs": [str(r) for r in a.runs]} for a in work), {"key": "table", "job": ids["table"]}]
-    atomic_write_text(jobs_file, json.dumps(earlier + entries, indent=1) + "\n")
     print(f"submitted {len(work)} arrays and the table's job (ids in {jobs_file}); the table appears in {cfg.out_dir} when "
           f"they end. State: make {spec['name']} STATUS=1 (same arguments)")
 

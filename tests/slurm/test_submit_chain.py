@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from aggc.overrides import quoted
 from aggc.paths import ROOT
 
 from .conftest import wait_until
@@ -61,3 +62,27 @@ def test_tiny_table_is_submitted_as_a_chain_and_appears_when_the_jobs_end(slurm_
     cells = [line for line in status.stdout.splitlines() if " seed 0 " in line]
     assert len(cells) == 2 and all("train: done" in c and "arith done" in c and "COMPLETED" in c for c in cells), status.stdout
     assert f"table job {ids['table']}: COMPLETED" in status.stdout
+
+
+def test_arrays_queued_before_a_failed_sbatch_are_not_queued_twice(slurm_cluster, tmp_path):
+    """The evaluation array's sbatch fails (a partition that does not exist) after the
+    training array was queued: the training array is recorded, and the next submission,
+    while it still waits, does not queue its cells again (two tasks would train one run
+    directory at once)."""
+    runs = tmp_path / "runs"
+    args = [sys.executable, "-m", "aggc.grid", "table=table4", "tiny=true", "launcher=slurm_local", f"runs_root={runs}",
+            f"out_dir={tmp_path / 'out'}", "train_args=" + quoted("+hydra.launcher.additional_parameters.begin=now+600")]  # it waits 10 min
+    jobs_file = runs / "plan" / "table4.jobs.json"
+    failed = subprocess.run([*args, "eval_args=" + quoted("hydra.launcher.partition=nope")], cwd=ROOT, env=slurm_cluster.env, capture_output=True,
+                            text=True, timeout=120)
+    jobs = json.loads(jobs_file.read_text()) if jobs_file.exists() else []
+    try:
+        assert failed.returncode != 0 and "sbatch failed" in failed.stderr, failed.stdout[-2000:] + failed.stderr[-2000:]
+        assert [e["key"] for e in jobs] == ["train-w1-g1"] and len(jobs[0]["runs"]) == 2, jobs
+        assert slurm_cluster.active(jobs[0]["job"]), slurm_cluster.logs()
+        again = subprocess.run(args, cwd=ROOT, env=slurm_cluster.env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and "2 cells have a task of an earlier submission" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
+        assert json.loads(jobs_file.read_text()) == jobs
+    finally:
+        for job in [e["job"] for e in json.loads(jobs_file.read_text())] if jobs_file.exists() else []:
+            slurm_cluster.run("scancel", job, check=False)
