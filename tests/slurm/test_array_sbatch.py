@@ -31,3 +31,24 @@ def test_python_with_a_space_in_its_path_is_one_word(tmp_path, options):
                                "PYTHON": shlex.join([str(interpreter), *options])})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert argv.read_text().splitlines() == [*options, "-m", "aggc.train", "seed=0", "runs_root='a b'"]
+
+
+@pytest.mark.parametrize("launcher", [["torchrun", "--nproc-per-node=2"], ["python", "-m", "torch.distributed.run"]], ids=["torchrun", "-m"])
+def test_torchrun_in_several_tasks_is_refused_and_runs_in_one(tmp_path, launcher):
+    """torchrun under srun's N tasks would be N separate torch.distributed jobs (each task
+    starts its own group) training one run directory: refused before anything starts; with
+    one task (no srun) torchrun runs as given."""
+    fake = tmp_path / launcher[0]
+    argv = tmp_path / "argv"
+    fake.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > {shlex.quote(str(argv))}\n')
+    fake.chmod(0o755)
+    cells = tmp_path / "cells.txt"
+    cells.write_text(cells_line(["seed=0"]))
+    for tasks in ("2", "1"):
+        proc = subprocess.run(["bash", str(TEMPLATE), "aggc.train", str(cells)], cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_JOB_ID": "1", "SLURM_NTASKS": tasks,
+                                   "PYTHON": shlex.join([str(fake), *launcher[1:]])})
+        if tasks == "2":
+            assert proc.returncode == 2 and "torchruns" in proc.stderr and not argv.exists(), proc.stdout + proc.stderr
+        else:
+            assert proc.returncode == 0 and argv.read_text().splitlines() == [*launcher[1:], "-m", "aggc.train", "seed=0"], proc.stderr
