@@ -98,6 +98,14 @@ def test_compare_pairs_seeds_and_items_and_refuses_different_items():
     assert compare(ref, {5: {"a": 0.0, "b": 0.0}}, None) == "no seed with both results"
 
 
+def test_a_single_item_is_a_reason_not_a_crash():
+    """One item (e.g. an eval.limit=1 result) with a difference: scipy's tests refuse one
+    observation, so the table says why there is no comparison instead of failing to render."""
+    assert compare({0: {"a": 0.0}, 1: {"a": 0.0}}, {0: {"a": 100.0}, 1: {"a": 100.0}}, 50.0) == \
+        "one item only: no interval, no test"
+    assert compare({0: {"a": 0.0}}, {0: {"a": 0.0}}, None) == "one item only: no interval, no test"
+
+
 def _lm_eval(score_key, samples, score, reference=None):
     scores = {"strict": "exact_match,strict", "flexible": "exact_match,flexible", "pass@1": "pass@1,code",
               "reference": "reference,none"}

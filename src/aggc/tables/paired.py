@@ -106,6 +106,8 @@ def compare(reference: dict[int, dict[str, float]], row: dict[int, dict[str, flo
     items = sorted(reference[seeds[0]])
     if any(sorted(reference[s]) != items or sorted(row[s]) != items for s in seeds):
         return "scored on different items"
+    if len(items) < 2:  # no spread to resample, no swap to permute (scipy refuses one observation)
+        return "one item only: no interval, no test"
     ref = np.array([[reference[s][i] for i in items] for s in seeds])
     new = np.array([[row[s][i] for i in items] for s in seeds])
     return paired_statistics(ref, new, paper, tuple(seeds))
