@@ -80,9 +80,12 @@ DEMO_REAL_ARGS ?=
 demo-real: setup
 	$(OFFLINE) $(PY) -m aggc.grid table=demo_real runs_root=$(DEMO_REAL_RUNS) out_dir=$(DEMO_REAL_OUT) $(DEMO_REAL_ARGS)
 
-# GRPO vs GRPO + AGGC on the same real model, on CPU (18 min on 2 cores), starting from
-# demo-real's LoRA run (run `make demo-real` first): results/demo-real/table5.md + grpo_curves.png.
+# GRPO vs GRPO + AGGC on the same real model, on CPU, 3 seeds each (conf/table/demo_real_grpo.yaml),
+# from a short LoRA SFT on arith trained first (its start point; nothing to do once COMPLETED):
+# results/demo-real/table5.md, table5_curves.csv and grpo_curves.png.
+DEMO_REAL_GRPO_START = model=smollm2_135m data=arith strategy=lora clip=global seed=0 train=smollm2_cpu data.train_size=160 wandb.mode=disabled
 demo-real-grpo: setup
+	$(OFFLINE) $(PY) -m aggc.train $(DEMO_REAL_GRPO_START) runs_root=$(DEMO_REAL_RUNS)
 	$(OFFLINE) $(PY) -m aggc.grid table=demo_real_grpo runs_root=$(DEMO_REAL_RUNS) out_dir=$(DEMO_REAL_OUT) $(DEMO_REAL_ARGS)
 
 # The paper's tables and figures on a GPU cluster, one target each, all through the grid
