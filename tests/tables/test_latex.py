@@ -73,6 +73,8 @@ def test_tex_is_escaped_carries_the_markdown_content_and_compiles(table, tiny, t
 
 def test_tex_escapes_specials_and_refuses_unknown_characters():
     assert tex("a_b & 50% β ✓ × — Δ ±") == r"a\_b \& 50\% $\beta$ $\surd$ $\times$ --- $\Delta$ $\pm$"
+    # text-mode < and > compile but print as ¡ and ¿ in pdflatex's default font (OT1)
+    assert tex("r < 8, β > 0.5") == r"r $<$ 8, $\beta$ $>$ 0.5"
     with pytest.raises(ValueError, match="no LaTeX spelling"):
         tex("naïve")
 

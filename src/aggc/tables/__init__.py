@@ -280,7 +280,8 @@ TEX_CHARS = {"β": r"$\beta$", "α": r"$\alpha$", "Δ": r"$\Delta$", "✓": r"$\
              "−": "$-$", "—": "---", "–": "--", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "≥": r"$\geq$", "≤": r"$\leq$",
              "·": r"$\cdot$", "√": r"$\surd$", "₀": "$_0$", "…": r"\ldots{}", "’": "'"}
 TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-               "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+               "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+               "<": "$<$", ">": "$>$"}  # pdflatex's default OT1 font prints text-mode < and > as ¡ and ¿
 
 
 def tex(text: str) -> str:
