@@ -30,6 +30,8 @@ def test_every_group_has_options():
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_shipped_config_composes_and_validates(group, option):
     overrides = [f"{group}={option}"]
+    if group == "strategy" and option.startswith("grpo"):
+        overrides.append("train=grpo_tiny")  # GRPO strategies need a GRPO recipe
     if group == "clip" and option in ("aggc", "aggc_paper", "adagc", "none"):
         overrides.append("strategy=lora")  # adapter-only presets need adapters
     if group == "train" and option == "paper_glue":
@@ -93,6 +95,28 @@ def test_bad_values_fail_naming_the_key(override, key):
     overrides = [override] + (["strategy=lora"] if override.startswith("strategy.peft") else [])
     with pytest.raises(ConfigError) as err:
         validate(composed(*overrides))
+    assert key in str(err.value)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train=tiny", "train.grpo: strategy=grpo needs a GRPO recipe"),
+    ("train.grpo.num_generations=1", "train.grpo.num_generations"),
+    ("train.grpo.max_completion_length=0", "train.grpo.max_completion_length"),
+    ("train.grpo.temperature=0", "train.grpo.temperature"),
+    ("train.grpo.kl_coef=-1", "train.grpo.kl_coef"),
+    ("train.grpo.zero_variance_warning=2", "train.grpo.zero_variance_warning"),
+    ("train.grpo.use_vllm=maybe", "train.grpo.use_vllm"),
+    ("train.grpo.vllm_mode=remote", "train.grpo.vllm_mode"),
+    ("train.grpo.vllm_gpu_memory_utilization=0", "train.grpo.vllm_gpu_memory_utilization"),
+    ("train.grpo.protocol=pissa", "train.grpo.protocol"),
+    ("train.grpo.protocol=verl", "train.grpo.protocol=verl: verl's prompts"),
+])
+def test_bad_grpo_recipes_fail_at_compose_time(override, key):
+    """The GRPO recipe is checked with the run config (before torch loads, every sweep job
+    before the first starts), not only when its trainer starts."""
+    validate(composed("strategy=grpo", "train=grpo_tiny"))
+    with pytest.raises(ConfigError) as err:
+        validate(composed("strategy=grpo", "train=grpo_tiny", override))
     assert key in str(err.value)
 
 

@@ -61,6 +61,7 @@ TRAIN_KEYS = {
 }
 GRPO_KEYS = ("protocol", "num_generations", "max_completion_length", "temperature", "kl_coef", "use_vllm", "vllm_mode",
              "vllm_gpu_memory_utilization", "zero_variance_warning")
+GRPO_PROTOCOLS = ("alpaca", "verl")   # train.grpo.protocol: prompt and reward rule (aggc.train.grpo.ANSWER_RULES)
 # Keys users reach for that the harness does on purpose another way.
 REFUSED_TRAIN_KEYS = {
     "max_grad_norm": "the clipper does all clipping (the Trainer's is off so nothing is clipped twice): use clip=global clip.max_norm=...",
@@ -200,6 +201,8 @@ def validate(cfg: DictConfig) -> ClipConfig:
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed={seed!r}: must be an integer in [0, 2**32) (numpy's and torch's seed range)")
+    if cfg.strategy.get("trainer", "sft") == "grpo":
+        check_grpo_recipe(cfg)
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"wandb.mode={cfg.wandb.mode!r}: must be offline, online or disabled")
     return clip
@@ -256,6 +259,40 @@ def check_train_keys(train: DictConfig) -> None:
             hint = f" (did you mean train.{close[0]}?)" if close else ""
             known = "\n".join(f"  train.{k}: {what}" for k, what in TRAIN_KEYS.items())
             raise ConfigError(f"train.{key}: unknown key{hint}; the train recipe's keys are:\n{known}")
+
+
+def check_grpo_recipe(cfg: DictConfig) -> None:
+    """The GRPO recipe's values (`train.grpo`) at compose time, so a GRPO sweep with one bad
+    value trains nothing; what depends on the launch (the batch per process count, vLLM's GPU)
+    is checked again at train start (aggc.train.grpo.check_grpo)."""
+    if cfg.model.get("task", "causal_lm") != "causal_lm":
+        raise ConfigError(f"model.task={cfg.model.task!r}: GRPO trains causal LMs")
+    g = cfg.train.get("grpo")
+    if g is None:
+        raise ConfigError(f"train.grpo: strategy={cfg.strategy.name} needs a GRPO recipe: "
+                          "train=grpo_tiny (CPU) or train=grpo_paper")
+    require_positive_int("train.grpo.num_generations", g.num_generations)
+    if g.num_generations < 2:
+        raise ConfigError(f"train.grpo.num_generations={g.num_generations}: GRPO compares completions of one prompt; "
+                          "must be >= 2")
+    require_positive_int("train.grpo.max_completion_length", g.max_completion_length)
+    require_positive("train.grpo.temperature", g.temperature)
+    for key, high in (("kl_coef", math.inf), ("zero_variance_warning", 1)):
+        value = g[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+            raise ConfigError(f"train.grpo.{key}={value!r}: must be a number >= 0"
+                              + (" and <= 1 (a fraction of prompt groups)" if high == 1 else ""))
+    if not isinstance(g.use_vllm, bool):
+        raise ConfigError(f"train.grpo.use_vllm={g.use_vllm!r}: must be true or false")
+    _choice("train.grpo.vllm_mode", g.vllm_mode, ("colocate", "server"))
+    memory = g.vllm_gpu_memory_utilization
+    if isinstance(memory, bool) or not isinstance(memory, (int, float)) or not 0 < memory <= 1:
+        raise ConfigError(f"train.grpo.vllm_gpu_memory_utilization={memory!r}: a fraction of GPU memory in (0, 1]")
+    if g.protocol not in GRPO_PROTOCOLS:
+        raise ConfigError(f"train.grpo.protocol={g.protocol!r}: one of {', '.join(GRPO_PROTOCOLS)}")
+    if g.protocol == "verl" and not cfg.model.get("chat_template"):
+        raise ConfigError("train.grpo.protocol=verl: verl's prompts are the user turn of a chat; "
+                          "set model.chat_template=true (an instruct model), or train.grpo.protocol=alpaca")
 
 
 def check_train_values(train: DictConfig) -> None:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aggc.config import ConfigError, clip_config, effective_batch
+from aggc.config import GRPO_PROTOCOLS, ConfigError, clip_config, effective_batch
 from aggc.data.formats import load_sft_records
 from aggc.paths import ROOT
 from aggc.train import grpo, rundir
@@ -131,7 +131,8 @@ def test_prompts_without_an_answer_are_dropped_and_none_is_an_error():
 
 @pytest.mark.parametrize("overrides, cuda, message", [
     (["strategy=grpo"], False, "train.grpo: strategy=grpo needs a GRPO recipe"),
-    (["strategy=grpo", "train=grpo_paper"], False, "train.grpo.use_vllm=true: vLLM generates on GPUs only"),
+    # protocol=alpaca: verl's prompts need a chat model, which tiny_llama is not (refused first, at compose time)
+    (["strategy=grpo", "train=grpo_paper", "train.grpo.protocol=alpaca"], False, "train.grpo.use_vllm=true: vLLM generates on GPUs only"),
     (["strategy=grpo_aggc", "train=grpo_tiny", "train.grpo.num_generations=1"], False, "train.grpo.num_generations=1"),
     (["strategy=grpo", "train=grpo_tiny", "train.grpo.num_generations=3"], True, "must be a multiple of train.grpo.num_generations=3"),
     (["strategy=grpo", "train=grpo_tiny", "train.grpo.kl_coef=-1"], False, "train.grpo.kl_coef=-1"),
@@ -141,6 +142,11 @@ def test_prompts_without_an_answer_are_dropped_and_none_is_an_error():
 def test_bad_recipes_fail_naming_the_key(overrides, cuda, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         grpo.check_grpo(config(*overrides, smoke=False), cuda)
+
+
+def test_the_compose_time_protocols_are_the_trainers():
+    """aggc.config checks train.grpo.protocol before torch loads; its list is ANSWER_RULES'."""
+    assert set(GRPO_PROTOCOLS) == set(grpo.ANSWER_RULES)
 
 
 def test_paper_recipe_and_strategies_compose():

@@ -30,7 +30,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
-from ..config import ConfigError, check_hardware, effective_batch, require_positive, require_positive_int, validate, world_size
+from ..config import ConfigError, check_grpo_recipe, check_hardware, effective_batch, validate, world_size
 from ..data.formats import format_prompt, load_sft_records, verl_prompt
 from ..evaluate.scorers import gsm8k_reference_correct, math_reference_correct, verl_gsm8k_reward, verl_math_reward
 from ..models import load_model_and_tokenizer
@@ -123,17 +123,10 @@ def prompt_dataset(records: list[dict], chat_template: bool, data_name: str, pro
 
 
 def check_grpo(cfg: DictConfig, cuda_available: bool) -> None:
-    """The GRPO recipe (`train.grpo`) and the machine, before anything is loaded."""
-    if cfg.model.task != "causal_lm":
-        raise ConfigError(f"model.task={cfg.model.task!r}: GRPO trains causal LMs")
-    g = cfg.train.get("grpo")
-    if g is None:
-        raise ConfigError(f"train.grpo: strategy={cfg.strategy.name} needs a GRPO recipe: "
-                          "train=grpo_tiny (CPU) or train=grpo_paper")
-    require_positive_int("train.grpo.num_generations", g.num_generations)
-    if g.num_generations < 2:
-        raise ConfigError(f"train.grpo.num_generations={g.num_generations}: GRPO compares completions of one prompt; "
-                          "must be >= 2")
+    """The GRPO recipe (`train.grpo`, as at compose time) and this launch and machine, before
+    anything is loaded."""
+    check_grpo_recipe(cfg)
+    g = cfg.train.grpo
     t = cfg.train
     completions = effective_batch(t, world_size())["global_batch_size"]
     if completions % g.num_generations:
@@ -142,23 +135,12 @@ def check_grpo(cfg: DictConfig, cuda_available: bool) -> None:
             f"train.gradient_accumulation_steps x processes) = {completions} completions "
             f"per step: must be a multiple of train.grpo.num_generations={g.num_generations} (whole prompt groups)"
         )
-    require_positive_int("train.grpo.max_completion_length", g.max_completion_length)
-    require_positive("train.grpo.temperature", g.temperature)
-    if not isinstance(g.kl_coef, (int, float)) or g.kl_coef < 0:
-        raise ConfigError(f"train.grpo.kl_coef={g.kl_coef!r}: must be a number >= 0")
-    if not 0 <= g.zero_variance_warning <= 1:
-        raise ConfigError(f"train.grpo.zero_variance_warning={g.zero_variance_warning}: a fraction of prompt groups, in [0, 1]")
     if g.use_vllm and not cuda_available:
         raise ConfigError("train.grpo.use_vllm=true: vLLM generates on GPUs only; on CPU set train.grpo.use_vllm=false "
                           "(HF generate)")
     if g.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ConfigError("train.grpo.use_vllm=true: vllm is not installed (pip install -e '.[vllm]'), "
                           "or set train.grpo.use_vllm=false")
-    if g.protocol not in ANSWER_RULES:
-        raise ConfigError(f"train.grpo.protocol={g.protocol!r}: one of {', '.join(ANSWER_RULES)}")
-    if g.protocol == "verl" and not cfg.model.chat_template:
-        raise ConfigError("train.grpo.protocol=verl: verl's prompts are the user turn of a chat; "
-                          "set model.chat_template=true (an instruct model), or train.grpo.protocol=alpaca")
 
 
 class LayoutFreeSampling(LogitsProcessor):
