@@ -211,8 +211,9 @@ def tokenizer(name: str):
 
 def mean_tokens(model: dict, data: dict, cache_dir: Path) -> float | None:
     """Mean tokenized length of the shipped samples (capped at data.max_length), cached in
-    cache_dir/token_estimates.json; None when the set ships no sample."""
-    texts = sample_texts(data)
+    cache_dir/token_estimates.json; None when the set ships no sample, or for the tiny models
+    (CPU minutes: not worth loading a tokenizer for)."""
+    texts = sample_texts(data) if model["kind"] != "tiny" else []
     if not texts:
         return None
     name = tokenizer_name(model)
@@ -387,7 +388,7 @@ def report(cfg: DictConfig, spec: dict, grid: list, configs: dict, evals: dict) 
           f"evaluation not counted), {totals['disk'] / 1000:.2f} TB of final models and checkpoints"
           + (f"; {totals['unfit']} cells do not fit {gpu.memory_gb} GB per GPU: not submitted (more GPUs: the row's "
              "resources.gpus; or activation checkpointing, a smaller per-device batch)" if totals["unfit"] else ""))
-    print("  tokens: rows x epochs x mean tokenized length of the shipped samples (≤: no sample, data.max_length)")
+    print("  tokens: rows x epochs x mean tokenized length of the shipped samples (≤: no sample or a tiny model: data.max_length)")
     models = {c.model: t.model for c, t in configs.items()}
     datas = {c.data: t.data for c, t in configs.items()}
     print("  models: " + "; ".join(f"{name} {model_reachable(m)}" for name, m in models.items()))
