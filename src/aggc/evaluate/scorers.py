@@ -192,7 +192,9 @@ _VERL_GSM8K_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
 def verl_gsm8k_answer(completion: str) -> str | None:
     """verl's GSM8K extraction (`extract_solution`, method "strict", its default): the text
     matched right after the LAST "#### " (one space), commas and "$" removed, kept as text:
-    no rounding, so "18.0" is not "18". None when no "#### <number>" is written."""
+    no rounding, so "18.0" is not "18". None when no "#### <number>" is written. As read in
+    verl-project/verl at 092781d; some verl versions first cut the completion to its last
+    300 characters (`_SOLUTION_CLIP_CHARS`, for speed), which this does not."""
     found = _VERL_GSM8K_STRICT.findall(completion)
     return found[-1].replace(",", "").replace("$", "") if found else None
 
