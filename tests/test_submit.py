@@ -3,7 +3,10 @@ training arrays per resource shape, evaluation arrays that wait per cell (afterc
 waves after earlier ones (afterok), the table's job after everything, one concurrency cap
 over the grid. (Run on the local Slurm: tests/slurm/test_submit_chain.py.)"""
 
+import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -121,3 +124,20 @@ def test_new_sbatch_options_reach_the_arrays_and_not_the_cells(tmp_path):
     assert {"--begin=now+600", "--exclusive"} <= set(submits["train-w1-g1"]), submits
     assert "--begin=now+600" not in submits["eval-w1-g1"]
     assert "hydra.launcher" not in (tmp_path / "plan" / "table4.train-w1-g1.txt").read_text()
+
+
+@pytest.mark.skipif(not shutil.which("squeue"), reason="no Slurm client commands")
+def test_nothing_is_submitted_when_squeue_fails(tmp_path):
+    """squeue cannot reach the controller (a timeout on a busy cluster reads the same): the
+    earlier submission's tasks are not taken as ended (their cells would be queued twice);
+    the driver stops before writing or submitting anything."""
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=nowhere\nSlurmctldHost=localhost\nSlurmctldPort=9\nMessageTimeout=2\n"
+                    "NodeName=localhost CPUs=1 State=UNKNOWN\nPartitionName=local Nodes=localhost Default=YES\n")
+    (tmp_path / "plan").mkdir()
+    (tmp_path / "plan" / "table4.jobs.json").write_text(json.dumps([{"key": "train-w1-g1", "job": "5", "runs": [str(tmp_path / "a")]}]))
+    proc = subprocess.run([sys.executable, "-m", "aggc.grid", f"runs_root={tmp_path}", "table=table4", "tiny=true", "launcher=slurm_local"],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "SLURM_CONF": str(conf)})
+    assert proc.returncode != 0 and "squeue failed" in proc.stderr and "nothing submitted" in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert not list((tmp_path / "plan").glob("table4.*-w*.txt")), "an array's cells file written"
+    assert len(json.loads((tmp_path / "plan" / "table4.jobs.json").read_text())) == 1

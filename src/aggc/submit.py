@@ -234,6 +234,9 @@ def scheduler_states(jobs: list[str]) -> dict[str, str]:
     if not jobs or not shutil.which("squeue"):
         return states
     proc = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(jobs)], capture_output=True, text=True)
+    if proc.returncode != 0 and "Invalid job id" not in proc.stderr:  # (one job id, forgotten since: rc 1, nothing to say)
+        raise SystemExit(f"squeue failed ({proc.returncode}): {proc.stderr.strip()}\nthe earlier submission's jobs are in an unknown "
+                         "state: nothing submitted (a task still queued or running would be queued twice); try again")
     states.update(line.split("|", 1) for line in proc.stdout.split() if "|" in line)
     if not shutil.which("sacct"):
         return states
