@@ -134,3 +134,28 @@ def test_ls_lists_every_option_with_one_line():
         assert all(len(r.split(None, 1)) == 2 for r in rows), f"{group}: an option without a description"
     bad = subprocess.run([command("aggc-ls"), "tabel"], capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert bad.returncode == 2 and "unknown group 'tabel'" in bad.stderr
+
+
+def evaluate(*args):
+    return subprocess.run([sys.executable, "-m", "aggc.evaluate", *args], capture_output=True, text=True, env=ENV, cwd=ROOT)
+
+
+@pytest.mark.parametrize("run, says", [(None, "run: missing"), ("missing", "no such run directory"),
+                                       ("unfinished", "no final model")])
+def test_eval_without_a_finished_run_fails_in_two_lines_without_traceback(tmp_path, run, says):
+    """aggc-eval checks its run directory at compose time (aggc.cli.CheckEval), as aggc-train
+    its config: a FileNotFoundError traceback after imports before."""
+    (tmp_path / "unfinished").mkdir()
+    proc = evaluate("eval=arith", *([f"run={tmp_path / run}"] if run else []))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert says in lines[0] and lines[1].strip().startswith("fix: pass run=")
+
+
+def test_eval_sweep_with_one_missing_run_evaluates_nothing(tmp_path):
+    finished = tmp_path / "done"
+    (finished / "final").mkdir(parents=True)
+    (finished / "final" / "config.json").write_text("{}")
+    proc = evaluate("-m", "eval=arith", f"run={finished},{tmp_path / 'missing'}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert proc.returncode == 2 and "sweep job" in proc.stderr and "no such run directory" in proc.stderr, proc.stderr
+    assert not (finished / "eval").exists() and not (tmp_path / "sweep").exists()

@@ -137,6 +137,38 @@ class CheckConfig(Callback):
                 fail(err, composed, job)
 
 
+def check_run(cfg: DictConfig) -> None:
+    """aggc-eval's `run`: a training run directory with its final model."""
+    if OmegaConf.is_missing(cfg, "run"):
+        raise ConfigError("run: missing; pass run=<a training run directory> (aggc-train prints it at start)")
+    run = str(cfg.run)
+    if not os.path.isdir(run):
+        raise ConfigError(f"run={run}: no such run directory")
+    if not os.path.exists(os.path.join(run, "final", "config.json")):
+        raise ConfigError(f"run={run}: no final model ({os.path.join(run, 'final')}); is the training run COMPLETED?")
+
+
+class CheckEval(Callback):
+    """aggc-eval's run directory (every sweep job's) at compose time: a missing or unfinished
+    run fails in two lines, before torch loads (conf/evaluate.yaml)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_run(task_config(config))
+        except ConfigError as err:
+            fail(err, config)
+
+    def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
+        from hydra import compose
+
+        for job in sweep_jobs(config):
+            composed = compose(config_name, overrides=job, return_hydra_config=True)
+            try:
+                check_run(task_config(composed))
+            except ConfigError as err:
+                fail(err, composed, job)
+
+
 # What `aggc-ls` lists: each config group of conf/, as the commands name it.
 LISTED_GROUPS = {
     "table": "tables and figures (aggc-grid table=<name>, aggc-tables table=<name>)",
