@@ -1,6 +1,7 @@
 """`make table1`'s planner: the full grid, what exists, and cells files, without running anything."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
+from aggc import grid
 from aggc.identity import find_runs
 from aggc.paths import CONF_DIR, ROOT
 from aggc.tables import config_value
@@ -159,3 +161,18 @@ def test_tiny_ablations_train_each_setting_and_render(tmp_path, table, swept):
         assert (run / "eval" / "arith.json").exists()
     rows = [line for line in (out / f"{table}.md").read_text().splitlines() if line.startswith("| tiny") or line.startswith("|  |")]
     assert len(rows) == 2 and all(line.split("|")[3].strip() != "—" for line in rows)
+
+
+@pytest.mark.parametrize("plan_of", [grid.cells, grid.tiny_version], ids=["full", "tiny"])
+@pytest.mark.parametrize("entry, says", [
+    ({"row": "AGGC", "reference": "LoRa"}, "compare reference='LoRa' names no row"),
+    ({"row": "AGGC", "reference": "AGGC"}, "with itself"),
+    ({"row": "AGGC"}, "exactly `row` and `reference`"),
+])
+def test_a_comparison_naming_no_row_is_refused_when_the_grid_is_planned(plan_of, entry, says):
+    """A misspelt `compare` is refused before any training (it failed only when the table was
+    rendered after it, and the tiny version dropped it silently with the rows it leaves out)."""
+    spec = yaml.safe_load((CONF_DIR / "table" / "table1.yaml").read_text())
+    spec["compare"] = [*spec["compare"], entry]
+    with pytest.raises(grid.ConfigError, match=re.escape(says)):
+        plan_of(spec)

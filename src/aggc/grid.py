@@ -108,6 +108,7 @@ def tiny_version(spec: dict) -> dict:
     tiny = spec.get("tiny")
     if not tiny:
         raise ConfigError(f"table={spec['name']}: no `tiny` section, so it has no tiny version")
+    check_compare(spec)  # a misspelt comparison would be dropped below with the rows the tiny version leaves out
     rows = [r for r in spec["rows"] if r["label"] in tiny["rows"]] if "rows" in tiny else spec["rows"]
     rows = [{k: v for k, v in r.items() if k != "resources"} for r in rows]  # the tiny model: one CPU process per cell
     grid = {**spec["grid"], **{k: tiny[k] for k in ("seeds", "datasets", "train_args", "eval_args") if k in tiny}}
@@ -118,10 +119,25 @@ def tiny_version(spec: dict) -> dict:
             "title": f"{spec['title']} [tiny version: {', '.join(tiny['models'])}]"}
 
 
+def check_compare(spec: dict) -> None:
+    """Each `compare` entry names two different rows of the table (`row`, `reference`):
+    refused when the grid is planned, not when the table is rendered after the training."""
+    labels = [r["label"] for r in spec["rows"]]
+    for entry in spec.get("compare") or []:
+        if not isinstance(entry, dict) or set(entry) != {"row", "reference"}:
+            raise ConfigError(f"table={spec['name']}: compare entry {entry!r}: give exactly `row` and `reference`, two row labels")
+        for key in ("row", "reference"):
+            if entry[key] not in labels:
+                raise ConfigError(f"table={spec['name']}: compare {key}={entry[key]!r} names no row; rows: {', '.join(labels)}")
+        if entry["row"] == entry["reference"]:
+            raise ConfigError(f"table={spec['name']}: compare compares row {entry['row']!r} with itself")
+
+
 def cells(spec: dict) -> list[Cell]:
     grid = spec.get("grid")
     if not grid:
         raise ConfigError(f"table={spec['name']}: no `grid` section, so it has no training plan")
+    check_compare(spec)
     return [
         Cell(model, data, i, row["strategy"], row["clip"], tuple((k, str(v)) for k, v in row.get("match", {}).items()),
              seed, tuple(benchmarks), gpus(spec, row))
