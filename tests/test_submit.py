@@ -141,3 +141,13 @@ def test_nothing_is_submitted_when_squeue_fails(tmp_path):
     assert proc.returncode != 0 and "squeue failed" in proc.stderr and "nothing submitted" in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert not list((tmp_path / "plan").glob("table4.*-w*.txt")), "an array's cells file written"
     assert len(json.loads((tmp_path / "plan" / "table4.jobs.json").read_text())) == 1
+
+
+@pytest.mark.parametrize("extra", ["hydra.launcher.tasks_per_node=4 hydra.launcher.gpus_per_node=4", "hydra.launcher.gpus_per_node=2"])
+def test_several_gpus_per_cell_from_the_launcher_keys_are_refused(tmp_path, extra):
+    """The Hydra launcher's way to give a cell 4 GPUs (tasks_per_node=gpus_per_node=4), passed
+    to make <table> LAUNCHER=slurm, would have given every 1-GPU row 4 GPUs and one process,
+    and Full FT 16 (gpus_per_node is per task here): refused, naming the rows' resources."""
+    proc = grid(tmp_path, "table=table4", "tiny=true", "dry_run=true", "launcher=slurm_local", f"train_args='{extra}'")
+    assert proc.returncode != 0 and "resources.gpus" in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "would submit" not in proc.stdout

@@ -149,6 +149,11 @@ def submit(cfg: DictConfig, spec: dict, table: str, table_overrides: list[str], 
     logs.mkdir(parents=True, exist_ok=True)
     train = launcher_settings(cfg.launcher, grid.extra_args(cfg, spec, "train"))
     evaluate = launcher_settings(cfg.launcher, grid.extra_args(cfg, spec, "eval"))
+    for settings in (train, evaluate):  # here the launcher's keys are per task; a cell's GPUs come from its row
+        if settings.tasks_per_node != 1 or settings.gpus_per_node > 1:
+            raise ConfigError(f"hydra.launcher.tasks_per_node={settings.tasks_per_node}, gpus_per_node={settings.gpus_per_node}: "
+                              f"launcher={cfg.launcher} gives each row's cells the GPUs of its `resources.gpus` (one task "
+                              "per GPU); the launcher's keys are per task here (gpus_per_node 0 or 1, tasks_per_node 1)")
     jobs_file = plan_dir / f"{spec['name']}.jobs.json"
     earlier = submitted(jobs_file)
     active = {key: task for key, (task, state) in cell_tasks(earlier).items() if state not in ENDED}
