@@ -121,7 +121,8 @@ def _lm_eval(score_key, samples, score, reference=None):
      {"0": 100.0, "1": 100.0}),
     (_lm_eval("reference", [{"doc_id": 3, "reference": 0.0}, {"doc_id": 4, "reference": 1.0}], 50.0), {"3": 0.0, "4": 100.0}),
     (_lm_eval("pass@1", [{"doc_id": 0, "code_pass@1": 1.0}, {"doc_id": 1, "code_pass@1": 0.0}], 50.0), {"0": 100.0, "1": 0.0}),
-    ({"score": 6.5, "eval_settings": {"eval": {"kind": "mt_bench", "score": "mean"}},
+    # MT-Bench's eval config has no `score` key (its one score is the mean rating: conf/eval/mt_bench.yaml)
+    ({"score": 6.5, "eval_settings": {"eval": {"kind": "mt_bench"}},
       "samples": [{"question_id": 81, "ratings": [{"median": 8}, {"median": 6}]},
                   {"question_id": 82, "ratings": [{"median": 7}, {"median": 5}]}]}, {"81": 7.0, "82": 6.0}),
     ({"score": 50.0, "eval_settings": {"eval": {"kind": "glue", "score": "matched_accuracy"}},
@@ -177,3 +178,16 @@ def test_demo_table_from_eval_files_finds_the_built_in_difference_and_no_other(t
     assert [(r["row"], r["verdict"]) for r in rows] == [("AGGC", "no difference found"), ("AGGC", "no difference found"),
                                                         ("Control: LoRA, clip at 1e-7", "differs")]
     assert r"Control: LoRA, clip at 1e-7 & LoRA & -" in (tmp_path / "out" / "mini.tex").read_text()
+
+
+def test_mt_bench_items_under_its_own_eval_config():
+    """MT-Bench's real eval settings (conf/eval/mt_bench.yaml, no `score` key: its one score
+    is the mean rating) give per-question ratings: before, its comparisons read "no per-item scores"."""
+    import yaml
+
+    from aggc.paths import CONF_DIR
+
+    settings = yaml.safe_load((CONF_DIR / "eval" / "mt_bench.yaml").read_text())
+    samples = [{"question_id": 81, "ratings": [{"median": 8.0}, {"median": 6.0}]},
+               {"question_id": 82, "ratings": [{"median": 7.0}, {"median": 4.0}]}]
+    assert item_values({"score": 6.25, "eval_settings": {"eval": settings}, "samples": samples}) == {"81": 7.0, "82": 5.5}

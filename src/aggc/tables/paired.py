@@ -52,9 +52,9 @@ def item_values(result: dict) -> dict[str, float] | None:
     (MCC, Pearson, an MT-Bench run with unrated turns)."""
     samples = result.get("samples")
     settings = (result.get("eval_settings") or {}).get("eval") or {}
-    if not samples or "score" not in settings:
-        return None
     kind = settings.get("kind")
+    if not samples or "score" not in settings and kind != "mt_bench":  # MT-Bench has one score: the mean rating
+        return None
     if kind == "lm_eval":
         key = _lm_eval_key(settings)
         values = {str(s["doc_id"]): 100 * float(s[key]) for s in samples if key in s}
