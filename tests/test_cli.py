@@ -159,3 +159,22 @@ def test_eval_sweep_with_one_missing_run_evaluates_nothing(tmp_path):
     proc = evaluate("-m", "eval=arith", f"run={finished},{tmp_path / 'missing'}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode == 2 and "sweep job" in proc.stderr and "no such run directory" in proc.stderr, proc.stderr
     assert not (finished / "eval").exists() and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    ([], "norms: missing"),
+    (["norms={missing}", "out={out}"], "no such file"),
+    (["norms={norms}", "out={out}", "clip.beta=1.5"], "clip.beta=1.5: must lie in [0, 1)"),
+    (["norms={norms}", "out={out}", "total_steps=-1"], "total_steps=-1"),
+])
+def test_replay_bad_inputs_fail_in_two_lines_without_traceback(tmp_path, args, says):
+    """aggc-replay checks its inputs and clip settings at compose time (aggc.cli.CheckReplay):
+    a MissingMandatoryValue / ClipConfigError traceback before."""
+    norms = tmp_path / "metrics.jsonl"
+    norms.write_text('{"step": 1, "norms": {"q_proj": 1.0}}\n')
+    paths = {"norms": norms, "out": tmp_path / "out.jsonl", "missing": tmp_path / "missing.jsonl"}
+    proc = subprocess.run([sys.executable, "-m", "aggc.replay", *(a.format(**paths) for a in args)],
+                          capture_output=True, text=True, env=ENV, cwd=ROOT)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert says in lines[0] and not paths["out"].exists()

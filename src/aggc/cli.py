@@ -148,13 +148,36 @@ def check_run(cfg: DictConfig) -> None:
         raise ConfigError(f"run={run}: no final model ({os.path.join(run, 'final')}); is the training run COMPLETED?")
 
 
-class CheckEval(Callback):
-    """aggc-eval's run directory (every sweep job's) at compose time: a missing or unfinished
-    run fails in two lines, before torch loads (conf/evaluate.yaml)."""
+def check_replay(cfg: DictConfig) -> None:
+    """aggc-replay's inputs: `norms` and `out` given, the norms file there, the clip settings valid."""
+    from .clipping.config import ClipConfigError
+    from .config import clip_config
+
+    for key, what in (("norms", "a run's metrics.jsonl"), ("out", "the JSONL file to write")):
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{key}: missing; pass {key}=<{what}>")
+    try:
+        clip_config(cfg)
+    except ClipConfigError as err:
+        raise ConfigError(str(err)) from err
+    if not os.path.isfile(str(cfg.norms)):
+        raise ConfigError(f"norms={cfg.norms}: no such file")
+    steps = cfg.total_steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"total_steps={steps!r}: an integer >= 0 (0: the number of steps in the file)")
+
+
+class ComposeCheck(Callback):
+    """Runs `check` on the composed config (every sweep job's, in a multirun) before any job
+    starts: a user error fails in two lines, before torch loads."""
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        raise NotImplementedError
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            check_run(task_config(config))
+            self.check(task_config(config))
         except ConfigError as err:
             fail(err, config)
 
@@ -164,9 +187,21 @@ class CheckEval(Callback):
         for job in sweep_jobs(config):
             composed = compose(config_name, overrides=job, return_hydra_config=True)
             try:
-                check_run(task_config(composed))
+                self.check(task_config(composed))
             except ConfigError as err:
                 fail(err, composed, job)
+
+
+class CheckEval(ComposeCheck):
+    """aggc-eval's run directory (conf/evaluate.yaml)."""
+
+    check = staticmethod(check_run)
+
+
+class CheckReplay(ComposeCheck):
+    """aggc-replay's norms file, output and clip settings (conf/replay.yaml)."""
+
+    check = staticmethod(check_replay)
 
 
 # What `aggc-ls` lists: each config group of conf/, as the commands name it.
