@@ -86,3 +86,25 @@ def test_every_comparison_names_rows_of_its_table():
         for spec in [raw] + ([grid.tiny_version(raw)] if "tiny" in raw else []):
             labels = {r["label"] for r in spec["rows"]}
             assert all({c["row"], c["reference"]} <= labels for c in spec.get("compare", [])), table
+
+
+def test_a_label_with_special_characters_keeps_its_cells_in_markdown_and_latex(tmp_path):
+    """A row label, column label and model name with | and every LaTeX special character: each
+    Markdown row keeps its header's number of cells (an unescaped | split one in two), and
+    the .tex escapes LaTeX's specials (a | stays as typed)."""
+    import re
+
+    label = r"a|b_c%d&e#f$g\h^i~j{k}<l> β"
+    spec = {"name": "x", "title": "T " + label, "paper_values": "table1.csv", "models": ["m_1|2"],
+            "rows": [{"label": label, "strategy": "lora", "clip": "global", "paper": None},
+                     {"label": "ref", "strategy": "aggc", "clip": "aggc", "paper": None}],
+            "compare": [{"row": label, "reference": "ref"}], "columns": [{"benchmark": "b", "label": "B|1"}]}
+    paths = render(spec, records(spec), ROOT / "results" / "paper", tmp_path)
+    tables = [[line for line in block.splitlines() if line.startswith("|")] for block in paths["md"].read_text().split("\n\n")]
+    for table in (t for t in tables if t):
+        widths = {len(re.split(r"(?<!\\)\|", line)) for line in table}
+        assert len(widths) == 1, table
+    text = paths["tex"].read_text()
+    assert text.isascii()
+    escaped = r"b\_c\%d\&e\#f\$g\textbackslash{}h\textasciicircum{}i\textasciitilde{}j\{k\}$<$l$>$ $\beta$"
+    assert text.count(escaped) == 3  # title comment, table row, comparison row

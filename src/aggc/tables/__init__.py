@@ -225,7 +225,7 @@ def _diff(ours: Summary | None, theirs: float | None) -> str:
 
 def markdown(spec: dict, rows: list[dict], pairs: list[dict] = ()) -> str:
     cols = spec["columns"]
-    header = ["Model", "Strategy"] + [f"{c['label']} ({part})" for c in cols for part in ("ours", "paper", "Δ")]
+    header = ["Model", "Strategy"] + [f"{_md(c['label'])} ({part})" for c in cols for part in ("ours", "paper", "Δ")]
     lines = [f"# {spec['title']}", "", "| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (3 * len(cols))]
     previous = None
     for row in rows:
@@ -235,7 +235,7 @@ def markdown(spec: dict, rows: list[dict], pairs: list[dict] = ()) -> str:
         for c in cols:
             ours, theirs = row["cells"][c["benchmark"]]
             cells += [_ours(row, ours), f"{theirs:g}" if theirs is not None else MISSING, _diff(ours, theirs)]
-        lines.append("| " + " | ".join([model, row["label"], *cells]) + " |")
+        lines.append("| " + " | ".join([_md(model), _md(row["label"]), *cells]) + " |")
     lines += ["", f"{MISSING}: no result yet (not run, or not evaluated), or no such row in the paper. "
               "95% CI: Student t over seeds; n = seeds."]
     if any(row.get("paper_only") for row in rows):
@@ -248,12 +248,18 @@ def markdown(spec: dict, rows: list[dict], pairs: list[dict] = ()) -> str:
         lines += ["", "**Paired comparisons** (row − reference, same items and seeds):", "",
                   "| Model | Benchmark | Row | Reference | " + " | ".join(PAIRED_HEADER) + " |", "|---|---|---|---|" + "---:|" * 4 + "---|" + "---:|" * 3]
         for c in pairs:
-            lines.append("| " + " | ".join([c["model"], c["column"], c["row"], c["reference"], *_paired_cells(c)]) + " |")
+            lines.append("| " + " | ".join([*map(_md, [c["model"], c["column"], c["row"], c["reference"]]), *_paired_cells(c)])
+                         + " |")
         lines += ["", "Paired comparisons: Δ = mean over items of the row's minus the reference's item score, each item "
                   f"averaged over the seeds both have; 95% CI: {METHOD}. Verdict: the paper's Δ outside the CI contradicts "
                   "it; inside it with p < 0.05 and the same sign is consistent; otherwise inconclusive at this n (README, "
                   "Paired comparisons)."]
     return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    """A config's text (a label, a model name) as one Markdown table cell: a | in it would split the cell."""
+    return str(text).replace("|", r"\|")
 
 
 PAIRED_HEADER = ["Δ (ours)", "95% CI", "p", "Δ (paper)", "Verdict", "MDE", "Items × seeds", "Δ per seed"]
