@@ -37,3 +37,50 @@ def test_the_evaluation_command_refuses_before_loading_anything(tmp_path):
         cfg = compose("evaluate", overrides=[f"run={run}", "eval=arith", "device=cuda"])
     with pytest.raises(ConfigError, match="device=cuda: no GPU is visible here"):
         check_inputs(cfg)
+
+
+def _settings(tmp_path, *overrides):
+    from aggc.evaluate import eval_settings
+    from aggc.identity import digest
+
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True, exist_ok=True)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"run={run}", "eval=arith", *overrides])
+    return digest(eval_settings(cfg, run))
+
+
+def test_the_dtype_is_part_of_the_evaluation_identity_and_the_device_is_not(tmp_path):
+    """A float32 and a bfloat16 evaluation of one run are two evaluations (greedy generations
+    differ), never one result standing for the other; where it ran (cpu, cuda) is recorded
+    but does not change the eval_id, so a table planned on a login node without a GPU finds a
+    GPU node's result fresh."""
+    float32 = _settings(tmp_path)
+    assert _settings(tmp_path, "dtype=float32") == float32
+    assert _settings(tmp_path, "dtype=bfloat16") != float32
+    assert _settings(tmp_path, "device=cpu") == _settings(tmp_path, "device=cuda") == float32
+
+
+def test_the_dtype_changes_what_the_model_computes():
+    """Why the dtype is part of the identity: the same weights give other logits in bfloat16."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=4))
+    ids = torch.arange(16).unsqueeze(0)
+    with torch.no_grad():
+        full = model(ids).logits
+        half = model.to(torch.bfloat16)(ids).logits.float()
+    assert not torch.equal(full, half)
+
+
+def test_an_unknown_dtype_is_refused_before_loading_anything(tmp_path):
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "final" / "config.json").write_text("{}")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"run={run}", "eval=arith", "dtype=float16"])
+    with pytest.raises(ConfigError, match="dtype='float16': must be one of float32, bfloat16"):
+        check_inputs(cfg)

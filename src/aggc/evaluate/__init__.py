@@ -52,6 +52,18 @@ def choose_device(requested: str, cuda_available: bool) -> str:
     raise ConfigError(f"device={name!r}: must be auto, cpu, cuda or cuda:<index>")
 
 
+DTYPES = ("float32", "bfloat16")
+
+
+def eval_dtype(cfg: DictConfig) -> str:
+    """The evaluation's `dtype` (part of `eval_settings`: it changes generations, the device
+    does not choose it)."""
+    dtype = str(cfg.get("dtype", "float32"))
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r}: must be one of {', '.join(DTYPES)}")
+    return dtype
+
+
 def eval_device(cfg: DictConfig) -> str:
     """`choose_device` for this machine."""
     import torch
@@ -88,6 +100,7 @@ def check_inputs(cfg: DictConfig) -> tuple[Path, Path]:
     else:
         raise ConfigError(f"eval.kind={cfg.eval.kind!r}: must be lm_eval, mt_bench or glue")
     eval_device(cfg)  # a GPU asked for where there is none fails here, before the model loads
+    eval_dtype(cfg)
     return run, final
 
 
@@ -154,13 +167,13 @@ def load_backend(cfg: DictConfig, final: Path):
     if cfg.backend == "vllm":
         from lm_eval.models.vllm_causallms import VLLM  # optional extra, GPU only
 
-        return VLLM(pretrained=str(final), batch_size="auto", seed=cfg.seed)
+        return VLLM(pretrained=str(final), batch_size="auto", seed=cfg.seed, dtype=eval_dtype(cfg))
     import torch
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = eval_device(cfg)  # HFLM keeps a model object where it is: it goes to the device first
-    model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(final, dtype=getattr(torch, eval_dtype(cfg)))
     tokenizer = AutoTokenizer.from_pretrained(final)
     return HFLM(pretrained=model.to(device), tokenizer=tokenizer, batch_size=cfg.batch_size)
 
@@ -199,7 +212,7 @@ def eval_settings(cfg: DictConfig, run: Path) -> dict:
     if chat_template is None and (run / "config.yaml").exists():
         chat_template = bool(OmegaConf.load(run / "config.yaml").model.get("chat_template", False))
     return portable({"eval": OmegaConf.to_container(cfg.eval, resolve=True), "max_gen_toks": generation_tokens(cfg, run),
-                     "chat_template": chat_template, "backend": cfg.backend, "seed": cfg.seed})
+                     "chat_template": chat_template, "backend": cfg.backend, "seed": cfg.seed, "dtype": eval_dtype(cfg)})
 
 
 def is_fresh(result_path: Path, run: Path, settings: dict) -> bool:
@@ -245,7 +258,8 @@ def _evaluate(cfg: DictConfig, run: Path, final: Path) -> Path:
     device = eval_device(cfg)
     log.info("evaluating %s on %s (device=%s)", final, device, cfg.get("device", "auto"))
     fingerprint = model_fingerprint(run)
-    cache_name = f"{cfg.eval.name}-{fingerprint}"  # generation caches are per model: a retrained one gets no old answers
+    # generation caches are per model and dtype: a retrained model, or another dtype, gets no old answers
+    cache_name = f"{cfg.eval.name}-{fingerprint}" + ("" if settings["dtype"] == "float32" else f"-{settings['dtype']}")
     started = time.time()
     if cfg.eval.kind == "mt_bench":
         from . import mt_bench

@@ -111,9 +111,9 @@ def evaluate_glue(cfg: DictConfig, run: Path, final: Path) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from . import eval_device
+    from . import eval_device, eval_dtype
 
-    model = AutoModelForSequenceClassification.from_pretrained(final, dtype=torch.float32).to(eval_device(cfg))
+    model = AutoModelForSequenceClassification.from_pretrained(final, dtype=getattr(torch, eval_dtype(cfg))).to(eval_device(cfg))
     tokenizer = AutoTokenizer.from_pretrained(final)
     regression = glue_data.is_regression(spec)
     labels, predictions, samples = {}, {}, []

@@ -213,10 +213,10 @@ def _hf_generator(cfg: DictConfig, final: Path, tokenizer, stop: list[str]):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(cfg.seed)
-    from . import eval_device
+    from . import eval_device, eval_dtype
 
     device = eval_device(cfg)
-    model = AutoModelForCausalLM.from_pretrained(final, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(final, dtype=getattr(torch, eval_dtype(cfg)))
     model = model.to(device).eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -240,7 +240,9 @@ def _hf_generator(cfg: DictConfig, final: Path, tokenizer, stop: list[str]):
 def _vllm_generator(cfg: DictConfig, final: Path, stop: list[str]):
     from vllm import LLM, SamplingParams  # optional extra, GPU only
 
-    llm = LLM(model=str(final), seed=cfg.seed)
+    from . import eval_dtype
+
+    llm = LLM(model=str(final), seed=cfg.seed, dtype=eval_dtype(cfg))
 
     def generate(prompt_ids: list[list[int]], temp: float) -> list[str]:
         params = SamplingParams(temperature=temp if temp > GREEDY_BELOW else 0.0, max_tokens=cfg.max_gen_toks,
