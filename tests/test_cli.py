@@ -152,6 +152,18 @@ def test_eval_without_a_finished_run_fails_in_two_lines_without_traceback(tmp_pa
     assert says in lines[0] and lines[1].strip().startswith("fix: pass run=")
 
 
+@pytest.mark.parametrize("bad", ["max_gen_toks=-5", "batch_size=0", "backend=tgi", "device=gpu"])
+def test_eval_bad_settings_fail_before_the_model_loads(tmp_path, bad):
+    """max_gen_toks=-5 failed in a traceback after loading the model; batch_size=0 evaluated."""
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "final" / "config.json").write_text("{}")
+    proc = evaluate("eval=arith", f"run={run}", bad)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].split(": ", 2)[-1].startswith(bad.split("=")[0]) and not (run / "eval").exists()
+
+
 def test_eval_sweep_with_one_missing_run_evaluates_nothing(tmp_path):
     finished = tmp_path / "done"
     (finished / "final").mkdir(parents=True)

@@ -137,8 +137,18 @@ class CheckConfig(Callback):
                 fail(err, composed, job)
 
 
-def check_run(cfg: DictConfig) -> None:
-    """aggc-eval's `run`: a training run directory with its final model."""
+def check_eval(cfg: DictConfig) -> None:
+    """aggc-eval's `run` (a training run directory with its final model) and its generation
+    settings; the GPU of `device=cuda` and the benchmark's files are checked when it starts."""
+    from .evaluate import BACKENDS, choose_device
+
+    for key in ("max_gen_toks", "batch_size"):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{key}={value!r}: must be a positive integer")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"backend={cfg.backend!r}: must be one of {', '.join(BACKENDS)}")
+    choose_device(cfg.device, cuda_available=True)  # its spelling (auto, cpu, cuda[:N]) here
     if OmegaConf.is_missing(cfg, "run"):
         raise ConfigError("run: missing; pass run=<a training run directory> (aggc-train prints it at start)")
     run = str(cfg.run)
@@ -193,9 +203,9 @@ class ComposeCheck(Callback):
 
 
 class CheckEval(ComposeCheck):
-    """aggc-eval's run directory (conf/evaluate.yaml)."""
+    """aggc-eval's run directory and settings (conf/evaluate.yaml)."""
 
-    check = staticmethod(check_run)
+    check = staticmethod(check_eval)
 
 
 class CheckReplay(ComposeCheck):
