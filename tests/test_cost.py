@@ -99,3 +99,21 @@ def test_a_cell_that_cannot_fit_is_flagged_and_not_submitted(tmp_path):
 def test_a_localhost_judge_is_flagged_under_slurm(url, launcher, warned):
     eval_cfg = OmegaConf.create({"eval": {"judge": {"base_url": url}}})
     assert bool(cost.judge_warning(eval_cfg, launcher)) == warned
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_a_model_that_is_another_runs_checkpoint_is_costed(tmp_path, trained):
+    """make demo-real-grpo's cells start from a run's model (model.hub_id=<run>/final): the plan
+    reads that checkpoint's config.json, or before the run has trained, the published one of
+    the model config it came from; it is reported as a local checkpoint, never looked up on
+    the hub (a path is no repo id: the plan crashed)."""
+    final = tmp_path / "run" / "final"
+    if trained:
+        final.mkdir(parents=True)
+        (final / "config.json").write_text((cost.PUBLISHED / "HuggingFaceTB" / "SmolLM2-135M-Instruct" / "config.json").read_text())
+    cfg = composed("model=smollm2_135m", "data=arith", "strategy=grpo", "train=grpo_tiny", "model.kind=hub",
+                   f"model.hub_id={final}", f"cache_dir={tmp_path / 'cache'}")
+    gpu = OmegaConf.create({"memory_gb": 80, "peak_tflops": {"bf16": 312, "fp32": 19.5}, "mfu": 0.35, "name": "x"})
+    e = cost.estimate(cfg, 1, gpu)
+    assert e.trainable == e.total and abs(e.total - 134.5e6) / 134.5e6 < 0.01 and e.fits
+    assert cost.model_reachable(cfg.model) == ("local checkpoint" if trained else f"NOT YET TRAINED ({final})")

@@ -87,10 +87,19 @@ def published_config(hub_id: str):
     return AutoConfig.from_pretrained(path)
 
 
+def local_checkpoint(model: dict) -> Path | None:
+    """The directory of a hub model given as a local path (`model.hub_id=<run>/final`: a model
+    another run trained, as make demo-real-grpo starts from its LoRA SFT), else None."""
+    hub_id = str(model.get("hub_id") or "")
+    return Path(hub_id) if model["kind"] == "hub" and (Path(hub_id).is_absolute() or hub_id.startswith(".")) else None
+
+
 def architecture(model: dict):
     """The transformers config of a `model` config: the published one of a hub or GGUF model,
-    the tiny models' own dimensions."""
-    from transformers import DebertaV2Config, LlamaConfig
+    the tiny models' own dimensions; a local checkpoint's own config.json, or, before the run
+    that writes it has trained, the published one of the model config it was named from
+    (conf/model/<model.name>.yaml: training keeps the architecture)."""
+    from transformers import AutoConfig, DebertaV2Config, LlamaConfig
 
     if model["kind"] == "tiny":
         arch, vocab = model["arch"], model["tokenizer"]["vocab_size"]
@@ -98,6 +107,13 @@ def architecture(model: dict):
             return DebertaV2Config(vocab_size=vocab, relative_attention=True, position_biased_input=False,
                                    pos_att_type=["p2c", "c2p"], share_att_key=True, norm_rel_ebd="layer_norm", **arch)
         return LlamaConfig(vocab_size=vocab, tie_word_embeddings=True, **arch)
+    local = local_checkpoint(model)
+    if local is not None:
+        if (local / "config.json").exists():
+            return AutoConfig.from_pretrained(local)
+        import yaml
+
+        return published_config(yaml.safe_load((ROOT / "conf" / "model" / f"{model['name']}.yaml").read_text())["hub_id"])
     return published_config(model["hub_id"])
 
 
@@ -190,6 +206,9 @@ def tokenizer_name(model: dict) -> str:
     (shipped in a Python package: the one LLM tokenizer here offline)."""
     from huggingface_hub import try_to_load_from_cache
 
+    local = local_checkpoint(model)
+    if local is not None:
+        return str(local) if (local / "tokenizer_config.json").exists() else STAND_IN
     if model["kind"] == "hub" and isinstance(try_to_load_from_cache(model["hub_id"], "tokenizer_config.json"), str):
         return model["hub_id"]
     return STAND_IN
@@ -330,6 +349,9 @@ def data_reachable(data: DictConfig) -> str:
 def model_reachable(model: DictConfig) -> str:
     if model.kind != "hub":
         return "local"
+    local = local_checkpoint(OmegaConf.to_container(model, resolve=True))
+    if local is not None:
+        return "local checkpoint" if (local / "config.json").exists() else f"NOT YET TRAINED ({local})"
     from huggingface_hub import try_to_load_from_cache
 
     cached = isinstance(try_to_load_from_cache(model.hub_id, "config.json", revision=model.get("revision")), str)
