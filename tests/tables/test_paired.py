@@ -191,3 +191,22 @@ def test_mt_bench_items_under_its_own_eval_config():
     samples = [{"question_id": 81, "ratings": [{"median": 8.0}, {"median": 6.0}]},
                {"question_id": 82, "ratings": [{"median": 7.0}, {"median": 4.0}]}]
     assert item_values({"score": 6.25, "eval_settings": {"eval": settings}, "samples": samples}) == {"81": 7.0, "82": 5.5}
+
+
+def test_two_results_of_one_seed_are_a_reason_not_a_silent_pick():
+    """A row with two results of one seed on a benchmark (its runs on two training sets, both
+    evaluated on it) has no one set of items per seed: the comparison says so instead of
+    pairing whichever result came last."""
+    from aggc.tables import comparisons
+
+    def record(strategy, seed, data, items):
+        return {"model": "m", "strategy": strategy, "clip": "global", "seed": seed, "benchmark": "b", "config": {},
+                "items": items, "data": data}
+
+    good, bad = {"0": 100.0, "1": 0.0}, {"0": 0.0, "1": 0.0}
+    records = [record("lora", 0, "x", bad), record("aggc", 0, "x", good), record("aggc", 0, "y", bad)]
+    spec = {"name": "t", "models": ["m"], "columns": [{"benchmark": "b", "label": "B"}],
+            "rows": [{"label": "LoRA", "strategy": "lora", "clip": "global"}, {"label": "AGGC", "strategy": "aggc", "clip": "global"}],
+            "compare": [{"row": "AGGC", "reference": "LoRA"}]}
+    assert [c["result"] for c in comparisons(spec, records, [])] == ["AGGC: several results of one seed"]
+    assert isinstance(comparisons(spec, records[:2], [])[0]["result"], paired.Paired)

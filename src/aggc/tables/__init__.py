@@ -211,6 +211,8 @@ def _compare(records: list[dict], model: str, ref: dict, row: dict, bench: str, 
             return "no results"
         if any(x["items"] is None for x in matched):
             return "no per-item scores (the score is no mean over items, or its file has none)"
+        if len({x["seed"] for x in matched}) < len(matched):  # e.g. a row's runs on two training sets, one benchmark
+            return f"{r['label']}: several results of one seed"
         per_seed.append({x["seed"]: x["items"] for x in matched})
     return compare(*per_seed, paper)
 
