@@ -79,6 +79,30 @@ def test_bad_training_data_fails_before_torch_with_file_line_and_field(tmp_path)
     assert not (tmp_path / "runs").exists()
 
 
+RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
+
+
+@pytest.mark.parametrize("train_file, says", [
+    (None, "no such file"),
+    (RTE_HEADER + "1\tonly one field\n", "train_first2000.tsv:3: 2 fields, the header has 4"),
+    (RTE_HEADER + "1\ta\tb\tmaybe\n", "train_first2000.tsv:3: field 'label'"),
+    (RTE_HEADER.replace("sentence1", "sent1"), "train_first2000.tsv:2: no column 'sentence1'"),
+])
+def test_bad_glue_tsv_fails_at_compose_time_with_file_and_line(tmp_path, train_file, says):
+    """GLUE's local TSVs are read at compose time too: a missing file failed in a
+    FileNotFoundError traceback after torch loaded, a bad row or label when training began."""
+    folder = tmp_path / "glue" / "RTE"
+    folder.mkdir(parents=True)
+    (folder / "dev.tsv").write_text(RTE_HEADER)
+    if train_file is not None:
+        (folder / "train_first2000.tsv").write_text(train_file)
+    proc = train("model=tiny_deberta", "data=glue_rte_local", f"data.root={tmp_path / 'glue'}", "data.init_from=null",
+                 "strategy=lora", f"runs_root={tmp_path / 'runs'}")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert says in lines[0] and not (tmp_path / "runs").exists()
+
+
 HYDRA_COMMANDS = {"aggc-train": "train", "aggc-eval": "evaluate", "aggc-grid": "grid", "aggc-tables": "tables", "aggc-replay": "replay"}
 
 

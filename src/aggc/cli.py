@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -56,7 +57,7 @@ def fail(err: Exception, cfg: DictConfig | None = None, job: list[str] | None = 
         raise err
     where = f" (sweep job {' '.join(job)})" if job else ""
     if isinstance(err, DataError):
-        hint = "fix: correct that record, or point data.path at another file"
+        hint = "fix: correct that record, or point the data config (data.path, GLUE: data.root) at another file"
         sys.stderr.write(f"{program()}: invalid data{where}: {err}\n  {hint}\n")
     else:
         sys.stderr.write(f"{program()}: invalid config{where}: {err}\n  {fix_hint(str(err), cfg)}\n")
@@ -88,6 +89,8 @@ def check_data(cfg: DictConfig, seen: set | None = None) -> None:
     """Read a local SFT / GRPO training file (`data.kind=jsonl`) as the job will: a malformed
     line, a missing field or an empty file fails here with its file, line and field, before
     torch loads. Each distinct file is read once (`seen`) per sweep."""
+    if cfg.model.get("task") == "seq_cls" and cfg.data.kind == "tsv":
+        return check_glue_data(OmegaConf.to_container(cfg.data, resolve=True), seen)
     if cfg.data.kind != "jsonl" or cfg.model.get("task") == "seq_cls":
         return
     spec = OmegaConf.to_container(cfg.data, resolve=True)
@@ -97,6 +100,29 @@ def check_data(cfg: DictConfig, seen: set | None = None) -> None:
     from .data.formats import load_sft_records
 
     load_sft_records(spec, "train")
+    if seen is not None:
+        seen.add(key)
+
+
+def check_glue_data(spec: dict, seen: set | None) -> None:
+    """A GLUE task's local TSVs: every file there, the training rows with their fields and labels."""
+    from .data import glue
+    from .data.formats import DataError
+
+    key = (spec["root"], spec["folder"], spec["train_file"], spec.get("limit"))
+    if seen is not None and key in seen:
+        return
+    glue.check_source(spec)
+    path = os.path.join(spec["root"], spec["folder"], spec["train_file"])
+    first = 1 if spec.get("columns") else 2   # the file's line of the first row (after its header)
+    for i, row in enumerate(glue.read_tsv(Path(path), spec.get("columns"), spec.get("limit"))):
+        try:
+            glue.to_record(spec, row)
+        except KeyError as err:
+            raise DataError(f"{path}:{i + first}: no column {err} (data={spec['name']} reads "
+                            f"{', '.join(spec['text_fields'])}, {spec['label_field']})") from None
+        except ValueError as err:
+            raise DataError(f"{path}:{i + first}: field {spec['label_field']!r}: {err}") from None
     if seen is not None:
         seen.add(key)
 

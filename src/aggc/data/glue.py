@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
+from .formats import DataError
+
+if TYPE_CHECKING:
+    import datasets  # imported where used: the compose-time check reads the TSVs without it (aggc.cli)
 
 SOURCES = ("hub", "tsv")
 
@@ -37,7 +41,7 @@ def check_source(spec: dict, train: bool = True) -> None:
         for name in [*([spec["train_file"]] if train else []), *spec["eval_files"].values()]:
             path = Path(spec["root"]) / spec["folder"] / name
             if not path.is_file():
-                raise FileNotFoundError(f"data={spec['name']}: no such file {path}")
+                raise DataError(f"data={spec['name']}: no such file {path}")
 
 
 def split_names(spec: dict) -> list[str]:
@@ -48,6 +52,8 @@ def split_names(spec: dict) -> list[str]:
 def load_split(spec: dict, split: str, limit: int | None = None) -> list[dict]:
     """`split` is "train" or one of `split_names(spec)`; the first `limit` rows."""
     if spec["kind"] == "hub":
+        import datasets
+
         name = spec["train_split"] if split == "train" else spec["eval_splits"][split]
         rows = datasets.load_dataset(spec["hub_id"], spec["subset"], split=name)
         if limit is not None:
@@ -73,7 +79,8 @@ def read_tsv(path: Path, columns: list[str] | None, limit: int | None) -> list[d
             if limit is not None and len(rows) >= limit:
                 break
             if len(values) != len(header):
-                raise ValueError(f"{path}, row {len(rows) + 1}: {len(values)} fields, the header has {len(header)}")
+                raise DataError(f"{path}:{reader.line_num}: {len(values)} fields, the header has {len(header)} "
+                                f"({', '.join(header)}); GLUE's TSVs are tab-separated")
             rows.append(dict(zip(header, values)))
     return rows
 
@@ -104,4 +111,6 @@ def encode(records: list[dict], tokenizer, max_length: int) -> dict[str, list]:
 def encoded_split(spec: dict, split: str, tokenizer, limit: int | None = None) -> datasets.Dataset:
     """A split (`train`, or a dev split scored during training: `train.select_best: epoch`),
     its first `limit` rows, encoded for the Trainer."""
+    import datasets
+
     return datasets.Dataset.from_dict(encode(load_split(spec, split, limit), tokenizer, spec["max_length"]))
