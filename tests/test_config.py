@@ -120,6 +120,21 @@ def test_bad_grpo_recipes_fail_at_compose_time(override, key):
     assert key in str(err.value)
 
 
+@pytest.mark.parametrize("generations, refused", [(5, False), (8, False), (3, True), (7, True)])
+def test_a_grpo_global_batch_of_partial_prompt_groups_is_refused_at_compose_time(generations, refused):
+    """train=grpo_paper's global batch counts completions (2560): a num_generations it does not
+    divide leaves a prompt group split over steps; found at compose time (a sweep over
+    num_generations trains nothing), not when the first GRPO trainer of the sweep starts."""
+    overrides = ("model=qwen25_3b_instruct", "data=gsm8k_train", "strategy=grpo", "train=grpo_paper",
+                 f"train.grpo.num_generations={generations}")
+    if refused:
+        with pytest.raises(ConfigError, match=f"train.global_batch_size=2560 completions per step is not a multiple of "
+                                              f"train.grpo.num_generations={generations}"):
+            validate(composed(*overrides))
+    else:
+        validate(composed(*overrides))
+
+
 @pytest.mark.parametrize("limit", [0, -5, "abc"])
 def test_a_data_limit_that_keeps_no_record_is_refused_as_the_config_value(limit):
     """data.limit<=0 read as 'an empty data file', naming the shipped file; it is the limit."""

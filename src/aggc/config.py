@@ -275,6 +275,11 @@ def check_grpo_recipe(cfg: DictConfig) -> None:
     if g.num_generations < 2:
         raise ConfigError(f"train.grpo.num_generations={g.num_generations}: GRPO compares completions of one prompt; "
                           "must be >= 2")
+    global_batch = cfg.train.get("global_batch_size")
+    if isinstance(global_batch, int) and not isinstance(global_batch, bool) and global_batch % g.num_generations:
+        raise ConfigError(f"train.global_batch_size={global_batch} completions per step is not a multiple of "
+                          f"train.grpo.num_generations={g.num_generations} (whole prompt groups): set "
+                          f"train.global_batch_size=<prompts x {g.num_generations}>")
     require_positive_int("train.grpo.max_completion_length", g.max_completion_length)
     require_positive("train.grpo.temperature", g.temperature)
     for key, high in (("kl_coef", math.inf), ("zero_variance_warning", 1)):
