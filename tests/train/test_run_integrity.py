@@ -180,18 +180,23 @@ def test_a_distributed_start_on_a_held_run_waits_and_ends_with_it(tmp_path):
     assert len(rundir.read_json(run / "manifest.json")["starts"]) == 1
 
 
-def test_a_run_resumes_only_with_the_processes_it_was_trained_by(tmp_path, monkeypatch):
-    """A run checkpointed by 2 processes is not resumed by 1: its global batch would change."""
+@pytest.mark.parametrize("global_batch, why", [(None, "the global batch, so the run, would change midway"),
+                                                (8, r"its global batch \(train.global_batch_size\) would stay, but")])
+def test_a_run_resumes_only_with_the_processes_it_was_trained_by(tmp_path, monkeypatch, global_batch, why):
+    """A run checkpointed by 2 processes is not resumed by 1: without train.global_batch_size its
+    global batch would change; with it the batch stays (the accumulation is recomputed), but the
+    checkpoint's per-process state does not fit another process count, and the error says which."""
     from aggc.config import clip_config
     from aggc.train.session import open_run
 
-    cfg = composed(f"runs_root={tmp_path}")
+    batch = [] if global_batch is None else [f"+train.global_batch_size={global_batch}", "train.gradient_accumulation_steps=null"]
+    cfg = composed(f"runs_root={tmp_path}", *batch)
     run = run_dir(cfg)
     fake_checkpoint(run / "checkpoints", 3)
     run.mkdir(parents=True, exist_ok=True)
     (run / "manifest.json").write_text(json.dumps({"world_size": 2, "starts": []}))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    with pytest.raises(ConfigError, match="trained by 2 process.*would resume with 1"):
+    with pytest.raises(ConfigError, match=f"trained by 2 process.*would resume with 1: {why}"):
         open_run(cfg, run, clip_config(cfg))
 
 

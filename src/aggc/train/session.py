@@ -109,8 +109,11 @@ def open_run(cfg: DictConfig, run_dir: Path, clip: ClipConfig) -> RunSession:
     if resume is not None and (run_dir / "manifest.json").exists():
         trained_with = rundir.read_json(run_dir / "manifest.json").get("world_size", world_size)
         if trained_with != world_size:
-            raise ConfigError(f"{run_dir} was trained by {trained_with} process(es) and would resume with {world_size}: the "
-                              f"global batch, so the run, would change midway. Resume it with {trained_with} process(es)")
+            why = ("its global batch (train.global_batch_size) would stay, but the checkpoint holds each process's "
+                   "state (RNG states, FSDP shards) for that many" if cfg.train.get("global_batch_size") is not None else
+                   "the global batch, so the run, would change midway")
+            raise ConfigError(f"{run_dir} was trained by {trained_with} process(es) and would resume with {world_size}: "
+                              f"{why}. Resume it with {trained_with} process(es)")
     if main_process:
         rundir.write_config(run_dir, cfg)
         if resume is None or not (run_dir / "manifest.json").exists():
