@@ -176,3 +176,18 @@ def test_a_comparison_naming_no_row_is_refused_when_the_grid_is_planned(plan_of,
     spec["compare"] = [*spec["compare"], entry]
     with pytest.raises(grid.ConfigError, match=re.escape(says)):
         plan_of(spec)
+
+
+@pytest.mark.parametrize("where", ["title", "row", "column"])
+def test_a_label_without_a_latex_spelling_is_refused_when_the_grid_is_planned(where):
+    """A label the .tex cannot spell (here "naïve") is refused before any training: the
+    tabulate stage failed on it after the training, before writing the CSVs and the figure."""
+    spec = yaml.safe_load((CONF_DIR / "table" / "table1.yaml").read_text())
+    if where == "title":
+        spec["title"] += " (naïve)"
+    elif where == "row":
+        spec["rows"][0]["label"] += " (naïve)"
+    else:
+        spec["columns"][0]["label"] += " (naïve)"
+    with pytest.raises(grid.ConfigError, match="no LaTeX spelling"):
+        grid.cells(spec)

@@ -133,11 +133,27 @@ def check_compare(spec: dict) -> None:
             raise ConfigError(f"table={spec['name']}: compare compares row {entry['row']!r} with itself")
 
 
+def check_text(spec: dict) -> None:
+    """The table's title, model names, row and column labels have a LaTeX spelling
+    (`aggc.tables.tex`): refused when the grid is planned, not when the .tex is written
+    after the training (the tabulate stage stopped there, before the CSVs and the figure)."""
+    from .tables import tex
+
+    texts = [spec.get("title", ""), *spec.get("models", []), *(r["label"] for r in spec["rows"]),
+             *(c["label"] for c in spec.get("columns", []))]
+    for text in texts:
+        try:
+            tex(text)
+        except ValueError as e:
+            raise ConfigError(f"table={spec['name']}: {e}") from None
+
+
 def cells(spec: dict) -> list[Cell]:
     grid = spec.get("grid")
     if not grid:
         raise ConfigError(f"table={spec['name']}: no `grid` section, so it has no training plan")
     check_compare(spec)
+    check_text(spec)
     return [
         Cell(model, data, i, row["strategy"], row["clip"], tuple((k, str(v)) for k, v in row.get("match", {}).items()),
              seed, tuple(benchmarks), gpus(spec, row))
