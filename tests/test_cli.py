@@ -214,3 +214,12 @@ def test_replay_bad_inputs_fail_in_two_lines_without_traceback(tmp_path, args, s
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert says in lines[0] and not paths["out"].exists()
+
+
+def test_tables_render_from_any_working_directory(tmp_path):
+    """A console script runs anywhere: aggc-tables read the paper's numbers from the relative
+    results/paper (a FileNotFoundError traceback outside the repository); paper_dir is the repo's."""
+    proc = subprocess.run([sys.executable, "-m", "aggc.tables", "table=demo", f"runs_root={tmp_path / 'runs'}",
+                           f"out_dir={tmp_path / 'out'}"], capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "out" / "table1.md").exists()
