@@ -43,9 +43,21 @@ def test_bad_value_fails_before_torch_is_imported(tmp_path):
     assert proc.stdout.split() == ["2", "False", "False"], proc.stdout + proc.stderr
 
 
-def test_full_error_shows_the_traceback(tmp_path):
-    proc = train("clip.beta=1.5", f"runs_root={tmp_path}", env={**ENV, "HYDRA_FULL_ERROR": "1"})
-    assert proc.returncode != 0 and "Traceback" in proc.stderr and "clip.beta=1.5" in proc.stderr
+@pytest.mark.parametrize("sweep", [False, True])
+def test_full_error_shows_the_traceback_and_still_stops_at_compose_time(tmp_path, sweep):
+    """Hydra turns a callback's exception into a warning and runs the jobs anyway: under
+    HYDRA_FULL_ERROR=1 the check printed its trace that way and the sweep's good job trained."""
+    args = ["-m", "clip.beta=0.1,1.5", "train.max_steps=1"] if sweep else ["clip.beta=1.5"]
+    proc = train(*args, f"runs_root={tmp_path}", env={**ENV, "HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode == 2 and "Traceback" in proc.stderr and "clip.beta=1.5" in proc.stderr, proc.stderr[-2000:]
+    assert "raised ConfigError" not in proc.stderr and not any(tmp_path.rglob("metrics.jsonl"))
+
+
+def test_a_sweep_job_that_does_not_compose_fails_in_two_lines(tmp_path):
+    proc = train("-m", "strategy=aggc,lorra", f"runs_root={tmp_path}")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Could not find 'strategy/lorra'" in proc.stderr and "UserWarning" not in proc.stderr, proc.stderr
+    assert not any(tmp_path.rglob("metrics.jsonl"))
 
 
 def test_sweep_with_one_bad_value_trains_nothing(tmp_path):

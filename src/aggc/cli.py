@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -54,7 +56,10 @@ def fail(err: Exception, cfg: DictConfig | None = None, job: list[str] | None = 
     from .data.formats import DataError
 
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        raise err
+        # Hydra turns an exception raised in a callback into a warning and runs the job (every
+        # job of a sweep) anyway: the trace is printed here and the command stops
+        traceback.print_exception(err)
+        sys.exit(2)
     where = f" (sweep job {' '.join(job)})" if job else ""
     if isinstance(err, DataError):
         hint = "fix: correct that record, or point the data config (data.path, GLUE: data.root) at another file"
@@ -145,7 +150,7 @@ class CheckConfig(Callback):
             validate(task)
             check_data(task)
             check_model(task)
-        except ConfigError as err:
+        except (ConfigError, HydraException) as err:  # a sweep job that does not compose too
             fail(err, config)
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
@@ -153,13 +158,14 @@ class CheckConfig(Callback):
 
         seen: set = set()
         for job in sweep_jobs(config):
-            composed = compose(config_name, overrides=job, return_hydra_config=True)
+            composed = config
             try:
+                composed = compose(config_name, overrides=job, return_hydra_config=True)
                 task = task_config(composed)
                 validate(task)
                 check_data(task, seen)
                 check_model(task)
-            except ConfigError as err:
+            except (ConfigError, HydraException) as err:  # a sweep job that does not compose too
                 fail(err, composed, job)
 
 
@@ -214,17 +220,18 @@ class ComposeCheck(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self.check(task_config(config))
-        except ConfigError as err:
+        except (ConfigError, HydraException) as err:  # a sweep job that does not compose too
             fail(err, config)
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         from hydra import compose
 
         for job in sweep_jobs(config):
-            composed = compose(config_name, overrides=job, return_hydra_config=True)
+            composed = config
             try:
+                composed = compose(config_name, overrides=job, return_hydra_config=True)
                 self.check(task_config(composed))
-            except ConfigError as err:
+            except (ConfigError, HydraException) as err:  # a sweep job that does not compose too
                 fail(err, composed, job)
 
 
