@@ -403,6 +403,9 @@ def startup_main(args, argv: list[str] | None) -> dict:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "startup.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out_dir / "startup.md").write_text("\n".join(lines) + "\n")
+    from .provenance import stamp
+
+    stamp(args.out_dir, ["startup.json", "startup.md"], result["command"])
     print("\n".join(lines))
     return result
 
