@@ -67,9 +67,10 @@ DEMO_EVAL_ARGS ?=
 # provenance), and the tiny model's matmuls gain nothing from more (a busy second core makes
 # a 2-thread step many times slower).
 DEMO_THREADS ?= 1
+# DRY_RUN=1 (here and on demo-real, demo-real-grpo) prints the plan and its cost; nothing trains.
 demo: setup
 	$(OFFLINE) OMP_NUM_THREADS=$(DEMO_THREADS) MKL_NUM_THREADS=$(DEMO_THREADS) $(PY) -m aggc.grid table=demo runs_root=$(DEMO_RUNS) out_dir=$(DEMO_OUT) 'table.grid.seeds=[$(DEMO_SEEDS)]' \
-		"train_args='$(DEMO_TRAIN_ARGS)'" "eval_args='$(DEMO_EVAL_ARGS)'"
+		"train_args='$(DEMO_TRAIN_ARGS)'" "eval_args='$(DEMO_EVAL_ARGS)'" $(if $(DRY_RUN),dry_run=true)
 
 # The same pipeline on a real pretrained model, on CPU: SmolLM2-135M-Instruct, Base / LoRA /
 # AGGC / LoRA without clipping / AGGC (paper's equations) / Full FT x 3 seeds, GSM8K. The first
@@ -78,15 +79,15 @@ DEMO_REAL_RUNS ?= runs/demo-real
 DEMO_REAL_OUT ?= results/demo-real
 DEMO_REAL_ARGS ?=
 demo-real: setup
-	$(OFFLINE) $(PY) -m aggc.grid table=demo_real runs_root=$(DEMO_REAL_RUNS) out_dir=$(DEMO_REAL_OUT) $(DEMO_REAL_ARGS)
+	$(OFFLINE) $(PY) -m aggc.grid table=demo_real runs_root=$(DEMO_REAL_RUNS) out_dir=$(DEMO_REAL_OUT) $(DEMO_REAL_ARGS) $(if $(DRY_RUN),dry_run=true)
 
 # GRPO vs GRPO + AGGC on the same real model, on CPU, 3 seeds each (conf/table/demo_real_grpo.yaml),
 # from a short LoRA SFT on arith trained first (its start point; nothing to do once COMPLETED):
 # results/demo-real/table5.md, table5_curves.csv and grpo_curves.png.
 DEMO_REAL_GRPO_START = model=smollm2_135m data=arith strategy=lora clip=global seed=0 train=smollm2_cpu data.train_size=160 wandb.mode=disabled
 demo-real-grpo: setup
-	$(OFFLINE) $(PY) -m aggc.train $(DEMO_REAL_GRPO_START) runs_root=$(DEMO_REAL_RUNS)
-	$(OFFLINE) $(PY) -m aggc.grid table=demo_real_grpo runs_root=$(DEMO_REAL_RUNS) out_dir=$(DEMO_REAL_OUT) $(DEMO_REAL_ARGS)
+	$(if $(DRY_RUN),,$(OFFLINE) $(PY) -m aggc.train $(DEMO_REAL_GRPO_START) runs_root=$(DEMO_REAL_RUNS))
+	$(OFFLINE) $(PY) -m aggc.grid table=demo_real_grpo runs_root=$(DEMO_REAL_RUNS) out_dir=$(DEMO_REAL_OUT) $(DEMO_REAL_ARGS) $(if $(DRY_RUN),dry_run=true)
 
 # The paper's tables and figures on a GPU cluster, one target each, all through the grid
 # driver (python -m aggc.grid table=<target>; the grid is in conf/table/<target>.yaml):

@@ -25,3 +25,17 @@ def test_demo_pipeline_writes_the_mini_table(tmp_path):
     assert (tmp_path / "out" / "group_norms.png").exists()
     timing = json.loads((tmp_path / "out" / "table1.timing.json").read_text())
     assert set(timing["seconds"]) == {"train", "evaluate", "tables"} and timing["cells"] == 4
+
+
+@pytest.mark.parametrize("target, runs, out", [("demo", "DEMO_RUNS", "DEMO_OUT"), ("demo-real", "DEMO_REAL_RUNS", "DEMO_REAL_OUT"),
+                                               ("demo-real-grpo", "DEMO_REAL_RUNS", "DEMO_REAL_OUT")])
+def test_a_demo_dry_run_trains_nothing(tmp_path, target, runs, out):
+    """`make <demo> DRY_RUN=1` prints the plan and its cost, as the paper targets do; before,
+    the demo targets ignored DRY_RUN and trained (demo-real: hours), and demo-real-grpo
+    trained its SFT start point before planning."""
+    proc = subprocess.run(["make", "-s", target, "DRY_RUN=1", f"{runs}={tmp_path / 'runs'}", f"{out}={tmp_path / 'out'}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "would run: -m aggc.train" in proc.stdout and "cost and fit" in proc.stdout
+    trained = [p for p in (tmp_path / "runs").rglob("*") if p.name in ("config.yaml", "metrics.jsonl", "COMPLETED")]
+    assert not trained and not (tmp_path / "out").exists()
