@@ -319,6 +319,9 @@ def evaluate_lm_eval(cfg: DictConfig, final: Path, out_dir: Path, cache_name: st
         plus = plus_scores(cfg.eval.task, samples)
         if plus["used"]:
             scores["evalplus_base"], scores["evalplus_plus"] = plus["base"], plus["plus"]
+    elif "evalplus" in cfg.eval:  # a code benchmark with evalplus off
+        plus = {"used": False, "reason": "eval.evalplus=false (evalplus would run the code outside the bubblewrap sandbox): "
+                                         "base tests only"}
     result = {
         "score": scores[cfg.eval.score],
         "scorer": cfg.eval.scorer,
