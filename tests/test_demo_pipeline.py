@@ -5,8 +5,9 @@ import json
 import subprocess
 
 import pytest
+import yaml
 
-from aggc.paths import ROOT
+from aggc.paths import CONF_DIR, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -18,13 +19,14 @@ def test_demo_pipeline_writes_the_mini_table(tmp_path):
         cwd=ROOT, capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = (tmp_path / "out" / "table1.md").read_text()
-    for label in ("Full FT", "LoRA", "AGGC", "LoRA (no clip)"):
+    table = (tmp_path / "out" / "table1.md").read_text().split("**Paired comparisons**")[0]  # the rows
+    labels = [row["label"] for row in yaml.safe_load((CONF_DIR / "table" / "demo.yaml").read_text())["rows"]]
+    for label in labels:
         row = next(line for line in table.splitlines() if line.startswith("|") and line.split("|")[2].strip() == label)
-        assert "(n=1)" in row, row  # every strategy trained and evaluated
-    assert (tmp_path / "out" / "group_norms.png").exists()
+        assert "(n=1)" in row, row  # every row (strategies and the positive control) trained and evaluated
+    assert (tmp_path / "out" / "group_norms.png").exists() and (tmp_path / "out" / "table1.paired.csv").exists()
     timing = json.loads((tmp_path / "out" / "table1.timing.json").read_text())
-    assert set(timing["seconds"]) == {"train", "evaluate", "tables"} and timing["cells"] == 4
+    assert set(timing["seconds"]) == {"train", "evaluate", "tables"} and timing["cells"] == len(labels)
 
 
 @pytest.mark.parametrize("target, runs, out", [("demo", "DEMO_RUNS", "DEMO_OUT"), ("demo-real", "DEMO_REAL_RUNS", "DEMO_REAL_OUT"),
