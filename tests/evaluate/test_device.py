@@ -30,13 +30,18 @@ def test_the_evaluation_command_refuses_before_loading_anything(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: device=cuda is valid here")
+    cfg = evaluation_of_a_run(tmp_path, "device=cuda")
+    with pytest.raises(ConfigError, match="device=cuda: no GPU is visible here"):
+        check_inputs(cfg)
+
+
+def evaluation_of_a_run(tmp_path, *overrides):
+    """The evaluation config of a run directory with a final model (an empty one: nothing loads)."""
     run = tmp_path / "run"
     (run / "final").mkdir(parents=True)
     (run / "final" / "config.json").write_text("{}")
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"run={run}", "eval=arith", "device=cuda"])
-    with pytest.raises(ConfigError, match="device=cuda: no GPU is visible here"):
-        check_inputs(cfg)
+        return compose("evaluate", overrides=[f"run={run}", "eval=arith", *overrides])
 
 
 def _settings(tmp_path, *overrides):
@@ -77,10 +82,6 @@ def test_the_dtype_changes_what_the_model_computes():
 
 
 def test_an_unknown_dtype_is_refused_before_loading_anything(tmp_path):
-    run = tmp_path / "run"
-    (run / "final").mkdir(parents=True)
-    (run / "final" / "config.json").write_text("{}")
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"run={run}", "eval=arith", "dtype=float16"])
+    cfg = evaluation_of_a_run(tmp_path, "dtype=float16")
     with pytest.raises(ConfigError, match="dtype='float16': must be one of float32, bfloat16"):
         check_inputs(cfg)
