@@ -1,5 +1,6 @@
 """Entry point of the training stage (Hydra): one run, or a sweep with `-m`."""
 
+import atexit
 import os
 from pathlib import Path
 
@@ -26,9 +27,23 @@ def distributed_from_slurm() -> None:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+def leave_process_group() -> None:
+    """Destroy the process group the Trainer (accelerate) opened, while the interpreter is
+    still whole: left to interpreter shutdown, gloo's worker threads are torn down with
+    Python half gone and a rank can die of SIGABRT ('terminate called without an active
+    exception') after a finished run, failing the torchrun job. Registered with atexit, not
+    called after each run, because a sweep (`-m`) trains its runs in one process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     distributed_from_slurm()
+    atexit.unregister(leave_process_group)  # once, however many runs a sweep makes here
+    atexit.register(leave_process_group)
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
