@@ -368,5 +368,25 @@ def test_layout_free_sampling_draws_from_the_tempered_softmax_and_each_row_from_
     alone, beside_others = draws([11], 0), draws([5, 11, 7], 1)
     assert alone == beside_others
     assert draws([12], 0) != alone
-    seeds = {grpo.completion_seed(0, step, row) for step in range(3) for row in range(8)}
-    assert len(seeds) == 24, "every (step, row) of a run has its own seed"
+
+
+
+def test_every_completion_of_a_run_has_its_own_seed():
+    """completion_seed is a hash of (seed, step, row, evaluation), not a linear mix: tuples that
+    a weighted sum maps together ((0, 1, 0) and (0, 0, 65537), or (1, 0, 0) and (0, 0, 1000003))
+    get different seeds, an evaluation's rows draw apart from training's, and torch accepts them."""
+    tuples = [(seed, step, row, evaluation) for seed in range(3) for step in range(20) for row in range(64)
+              for evaluation in (False, True)]
+    seeds = [grpo.completion_seed(*t) for t in tuples]
+    assert len(set(seeds)) == len(tuples)
+    assert grpo.completion_seed(0, 1, 0) != grpo.completion_seed(0, 0, 65_537)
+    assert grpo.completion_seed(1, 0, 0) != grpo.completion_seed(0, 0, 1_000_003)
+    assert all(0 <= s < 2**63 for s in seeds)
+    torch.Generator().manual_seed(max(seeds))
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0])
+def test_layout_free_sampling_refuses_a_temperature_that_is_not_positive(temperature):
+    """logits / 0 gives inf - inf = NaN scores and an arbitrary argmax: refused, not sampled."""
+    with pytest.raises(ValueError, match="temperature"):
+        grpo.LayoutFreeSampling([0], temperature, torch.device("cpu"))

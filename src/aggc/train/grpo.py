@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import datasets
+import numpy
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -151,6 +152,8 @@ class LayoutFreeSampling(LogitsProcessor):
     from one stream, so 1 and 2 processes drew different completions)."""
 
     def __init__(self, seeds: list[int], temperature: float, device: torch.device):
+        if not temperature > 0:
+            raise ValueError(f"sampling temperature must be > 0 (got {temperature}); greedy decoding needs no sampler")
         self.temperature = temperature
         self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
 
@@ -160,9 +163,13 @@ class LayoutFreeSampling(LogitsProcessor):
         return scores.float() / self.temperature + gumbel
 
 
-def completion_seed(seed: int, step: int, row: int) -> int:
-    """The sampling seed of the `row`-th completion of the global generation batch at `step`."""
-    return int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(seed * 1_000_003 + step * 65_537 + row)))
+def completion_seed(seed: int, step: int, row: int, evaluation: bool = False) -> int:
+    """The sampling seed of the `row`-th completion of the global generation batch at `step`
+    (of an evaluation's generation when `evaluation`): numpy's SeedSequence hash of the tuple,
+    so distinct tuples get unrelated seeds (a linear mix of the numbers collides: (0, 1, 0)
+    and (0, 0, 65537) drew the same completion)."""
+    state = numpy.random.SeedSequence([seed, step, row, int(evaluation)]).generate_state(1, numpy.uint64)
+    return int(state[0]) >> 1  # torch seeds are below 2**63
 
 
 class RLVRTrainer(HarnessTrainer, GRPOTrainer):
@@ -189,7 +196,8 @@ class RLVRTrainer(HarnessTrainer, GRPOTrainer):
         attention_mask = pad([torch.ones_like(t) for t in prompts], 0, "left", self.pad_to_multiple_of).to(device)
         first_row = self.accelerator.process_index * len(prompt_ids)
         sampling = LayoutFreeSampling(
-            [completion_seed(self.args.seed, self.state.global_step, first_row + i) for i in range(len(prompt_ids))],
+            [completion_seed(self.args.seed, self.state.global_step, first_row + i, evaluation=not self.model.training)
+             for i in range(len(prompt_ids))],
             self.temperature, device)
         greedy = copy.deepcopy(self.generation_config)  # the sampling is LayoutFreeSampling's (top-p/top-k unused)
         greedy.do_sample, greedy.temperature, greedy.top_p, greedy.top_k = False, None, None, None
