@@ -3,7 +3,9 @@ directory; AGGC_DATA_DIR moves all of it), the files are the ones the READMEs de
 the lm-eval task files under evaluation/ find them on their own, as plain
 `lm_eval --include_path evaluation --tasks aggc_gsm8k ...` run from the repository root does."""
 
+import functools
 import hashlib
+import re
 import subprocess
 from pathlib import Path
 
@@ -89,6 +91,40 @@ def test_shipped_glue_files_are_the_documented_ones():
     assert set(tracked.stdout.split()) == {"data/glue/.gitignore", "data/glue/README.md", *(f"data/glue/{f}" for f in GLUE_SHA256)}
 
 
+
+def config_names(text: str) -> set[str]:
+    """The `eval=X` / `data=X` a README names, `glue_{cola,rte}_local` spelt out."""
+    names = set()
+    for group, name in re.findall(r"\b(eval|data)=([\w{},]+)", text):
+        head, _, rest = name.partition("{")
+        choices, _, tail = rest.partition("}")
+        names |= {f"{group}={head}{choice}{tail}" for choice in choices.split(",")} if rest else {f"{group}={name}"}
+    return names
+
+
+@functools.cache
+def readers() -> dict[str, set[str]]:
+    """data/<folder> -> the configs that read a file of it by default (AGGC_DATA_DIR unset)."""
+    found = {}
+    for group in ("eval", "data"):
+        for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
+            for path in local_paths(OmegaConf.to_container(configured(group, option), resolve=True)):
+                if path.is_relative_to(DATA):
+                    found.setdefault(path.relative_to(DATA).parts[0], set()).add(f"{group}={option}")
+    return found
+
+
+@pytest.mark.parametrize("folder", sorted(p.name for p in DATA.iterdir() if p.is_dir()))
+def test_readmes_name_the_configs_that_read_each_folder(folder, monkeypatch):
+    """A data folder's README and its row in data/README.md name every config that reads it;
+    the row names no other. (MATH-500's said `eval=math`, which reads the full MATH from the
+    hub, and neither named `eval=math500`; GSM8K's left out Table 5's `eval=gsm8k_verl`.)"""
+    monkeypatch.delenv("AGGC_DATA_DIR", raising=False)
+    read_by = readers()[folder]
+    assert read_by <= config_names((DATA / folder / "README.md").read_text()), folder
+    [row] = [line for line in (DATA / "README.md").read_text().splitlines() if line.startswith(f"| `{folder}/` |")]
+    assert config_names(row.split(" | ")[2]) == read_by, row
+
 def local_paths(node) -> list[Path]:
     """Every absolute path a resolved config names (data files, folders)."""
     if isinstance(node, dict):
@@ -141,7 +177,8 @@ def task_manager(monkeypatch):
     return TaskManager(include_path=str(ROOT / "evaluation"), include_defaults=False)
 
 
-@pytest.mark.parametrize("task, n", [("aggc_gsm8k", 1319), ("aggc_math", 500), ("aggc_humaneval", 164), ("aggc_mbpp", 500)])
+@pytest.mark.parametrize("task, n", [("aggc_gsm8k", 1319), ("aggc_math", 500), ("aggc_humaneval", 164), ("aggc_mbpp", 500),
+                                     ("aggc_gsm8k_verl", 1319), ("aggc_math_verl", 500)])
 def test_task_files_find_the_shipped_data(task_manager, task, n):
     from lm_eval.tasks import get_task_dict
 
@@ -181,3 +218,34 @@ def test_gsm8k_strict_reads_the_last_answer_marker(task_manager):
     reference = [gsm8k_reference_correct(s["resps"][0][0], s["target"])
                  for s in sorted(out["samples"]["aggc_gsm8k"], key=lambda s: s["doc_id"]) if s["filter"] == "strict"]
     assert reference == [True, False, True, True]
+
+
+def test_verl_tasks_score_verls_format_through_lm_eval(task_manager):
+    """Table 5's tasks run by lm-eval itself on the shipped data: a response in verl's format
+    with the item's answer scores 1 ("#### N" for GSM8K, the last \\boxed{} for MATH), the
+    SFT format ("The answer is: N") and a wrong last answer 0."""
+    import lm_eval
+    from lm_eval.api.model import LM
+
+    responses = {
+        "aggc_gsm8k_verl": [lambda doc: f"Steps.\n#### {doc['answer'].split('####')[-1].strip()}",
+                            lambda doc: f"{ANSWER_MARKER}{doc['answer'].split('####')[-1].strip()}",
+                            lambda doc: f"#### {doc['answer'].split('####')[-1].strip()}\nNo: #### 0.5"],
+        "aggc_math_verl": [lambda doc: f"Hence $\\boxed{{{doc['answer']}}}$.",
+                           lambda doc: f"{ANSWER_MARKER}{doc['answer']}",
+                           lambda doc: f"$\\boxed{{{doc['answer']}}}$, or rather $\\boxed{{-0.123}}$"],
+    }
+
+    class ScriptedLM(LM):
+        def generate_until(self, requests):
+            return [responses[r.task_name][r.doc_id](r.doc) for r in requests]
+
+        def loglikelihood(self, requests):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests):
+            raise NotImplementedError
+
+    out = lm_eval.simple_evaluate(model=ScriptedLM(), tasks=list(responses), task_manager=task_manager, limit=3, log_samples=True)
+    for task in responses:
+        assert sorted((s["doc_id"], s["verl"]) for s in out["samples"][task]) == [(0, 1.0), (1, 0.0), (2, 0.0)], task
