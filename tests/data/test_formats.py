@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggc.data import ALPACA_PROMPT, extract_answer, format_prompt, load_sft_records
 from aggc.data.formats import DataError
@@ -176,3 +178,42 @@ def test_a_file_that_is_not_utf8_names_its_line(tmp_path):
     path.write_bytes(f"{GOOD_GSM8K}\n".encode() + '{"question": "caf\u00e9?", "answer": "#### 1"}\n'.encode("latin-1"))
     with pytest.raises(DataError, match=f"^{path}:2: not UTF-8"):
         load_sft_records({"kind": "jsonl", "path": str(path), "format": "gsm8k"}, "train")
+
+
+# --- MATH: the gold answer of a record without one is read as verl's preprocessing reads it ----
+
+def _verl_gold(solution: str):
+    """verl's examples/data_preprocess/math_dataset.py: remove_boxed(last_boxed_only_string(.)),
+    here lm-eval's hendrycks_math functions (the same code; eval=math reads its golds so too).
+    None where they fail (no box, an \\fbox, an unclosed brace): verl's preprocessing stops there."""
+    from lm_eval.tasks.hendrycks_math.utils import last_boxed_only_string, remove_boxed
+
+    try:
+        return remove_boxed(last_boxed_only_string(solution))
+    except (AssertionError, TypeError, IndexError):
+        return None
+
+
+@pytest.mark.parametrize("solution, gold", [
+    ("So $x = \\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+    ("Thus the answer is $\\boxed 5$.", "5"),                   # "\boxed " without braces: verl reads 5
+    ("Thus $\\boxed{3}$, and $\\boxed 5$.", "5"),               # verl's "\boxed " branch wins
+    ("The answer is 7.", None),                                  # no box: no gold (not "7.")
+    ("Hence $\\fbox{3}$.", None),                                # verl's remove_boxed rejects an \fbox
+    ("Hence $\\boxed{}$.", None),                                # an empty box: nothing to reward
+])
+def test_math_gold_is_read_from_the_solution_as_verl_reads_it(solution, gold):
+    from aggc.data.formats import from_math
+
+    assert from_math({"problem": "p", "solution": solution}).get("answer") == gold
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.sampled_from(["\\boxed{", "\\boxed ", "\\boxed", "\\fbox{", "{", "}", "$", "1", "\\frac12", " ",
+                                 "The answer is: ", ".\n", "x"]), max_size=12).map("".join))
+def test_math_training_gold_equals_the_evaluations(solution):
+    """A training record's gold (data=math_train, GRPO's reference) is the answer eval=math
+    and verl read from the same solution, or none where they find none."""
+    from aggc.data.formats import from_math
+
+    assert from_math({"problem": "p", "solution": solution}).get("answer") == (_verl_gold(solution) or None)

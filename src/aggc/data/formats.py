@@ -77,13 +77,14 @@ def from_gsm8k(record: dict) -> dict:
 
 def from_math(record: dict) -> dict:
     """MATH (Hendrycks; MATH-500 and the hub's train split share `problem` and `solution`):
-    the gold answer is the record's `answer` (MATH-500) or else read from the solution by
-    the evaluation's lenient extraction (its last \\boxed{}, as verl reads the train split);
-    the solution is made to end "The answer is: A" as the other math data. None found ->
-    no `answer` key."""
-    from aggc.evaluate.scorers import math_flexible_answer  # not at the top: scorers imports this module
+    the gold answer is the record's `answer` (MATH-500) or else the solution's last boxed
+    answer as verl's MATH preprocessing and eval=math read it (`verl_math_answer`: "\\boxed "
+    without braces too; an \\fbox, no box or an empty one give none), so the reward's gold is
+    the evaluation's; the solution is made to end "The answer is: A" as the other math data.
+    None found -> no `answer` key (GRPO skips the record)."""
+    from aggc.evaluate.scorers import verl_math_answer  # not at the top: scorers imports this module
 
-    answer = record.get("answer") or math_flexible_answer(record["solution"])
+    answer = record.get("answer") or verl_math_answer(record["solution"])
     if not answer:
         return {"instruction": record["problem"], "output": record["solution"]}
     return {"instruction": record["problem"], "output": f"{record['solution']}\n{ANSWER_MARKER}{answer}", "answer": answer}
