@@ -137,12 +137,35 @@ def local_paths(node) -> list[Path]:
 @pytest.mark.parametrize("group", ["data", "eval"])
 def test_no_default_names_a_folder_outside_the_repository(group, monkeypatch, tmp_path):
     """With AGGC_DATA_DIR unset and the command started elsewhere, every path any data or
-    eval config names by default is inside the repository (no ../shared beside a clone)."""
+    eval config names by default is inside the repository (no ../shared beside a clone),
+    after its ".." are resolved (`is_relative_to` alone is lexical), and no value climbs out
+    with a relative "../" (a checkout that has ../shared beside it would not notice)."""
     monkeypatch.delenv("AGGC_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
-        paths = local_paths(OmegaConf.to_container(configured(group, option), resolve=True))
-        assert all(path.is_relative_to(ROOT) for path in paths), (option, paths)
+        resolved = OmegaConf.to_container(configured(group, option), resolve=True)
+        paths = local_paths(resolved)
+        assert all(path.resolve().is_relative_to(ROOT) for path in paths), (option, paths)
+        assert not [v for v in strings(resolved) if "../" in v or v == ".."], option
+
+
+def strings(node) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in strings(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def test_task_files_name_data_inside_the_repository():
+    """evaluation/*.yaml name their data relative to the repository root; each resolves to a
+    shipped file inside it (the lm-eval task test runs from the root, where a ../shared path
+    would exist in this checkout but not in a clone)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    for task in sorted((ROOT / "evaluation").glob("*.yaml")):
+        files = load_yaml(task, resolve_func=False)["dataset_kwargs"]["data_files"].values()
+        assert all((ROOT / f).resolve().is_relative_to(DATA) and (ROOT / f).is_file() for f in files), (task.name, files)
 
 
 @pytest.mark.parametrize("table, tiny", OFFLINE_GRIDS)
