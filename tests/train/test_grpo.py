@@ -390,3 +390,43 @@ def test_layout_free_sampling_refuses_a_temperature_that_is_not_positive(tempera
     """logits / 0 gives inf - inf = NaN scores and an arbitrary argmax: refused, not sampled."""
     with pytest.raises(ValueError, match="temperature"):
         grpo.LayoutFreeSampling([0], temperature, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """The tiny base saved as a local checkpoint (a `model.kind=hub` folder), to give it the
+    generation_config.json a hub model ships."""
+    from omegaconf import OmegaConf
+
+    from aggc.models import load_model_and_tokenizer
+    from aggc.train.session import save_final
+
+    cfg = config(smoke=False)
+    folder = tmp_path_factory.mktemp("tiny_base")
+    save_final(*load_model_and_tokenizer(OmegaConf.to_container(cfg.model, resolve=True), Path(cfg.cache_dir)), folder)
+    return folder
+
+
+@pytest.mark.parametrize("generation, refused", [
+    ({"min_p": 0.2}, "min_p=0.2"),
+    ({"typical_p": 0.9, "num_beams": 2}, "typical_p=0.9, num_beams=2"),
+    # Qwen2.5-Instruct's: TRL's explicit top_p=1, top_k=0, temperature and penalty override them
+    ({"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}, None),
+])
+def test_a_models_sampling_settings_the_layout_free_sampler_would_drop_are_refused(generation, refused, tiny_base, tmp_path, one_thread):
+    """HF generate completes TRL's sampling settings from the model's generation_config.json, so
+    TRL alone samples a model that sets min_p with min_p; LayoutFreeSampling samples
+    softmax(logits / T). Such a model is refused before training; one whose settings TRL's own
+    override (an instruct model's top_p, top_k) trains."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_base, model)
+    (model / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2, **generation}))
+    cfg = tiny_config("grpo", "global", "model.kind=hub", f"+model.hub_id={model}", "train.max_steps=1",
+                      "train.grpo.max_completion_length=4")
+    if refused is None:
+        grpo.run(cfg, tmp_path / "run")
+        assert (tmp_path / "run" / "COMPLETED").exists()
+        return
+    with pytest.raises(ConfigError, match=re.escape(f"does not apply {refused} that HF generate would take")):
+        grpo.run(cfg, tmp_path / "run")
+    assert not list((tmp_path / "run" / "checkpoints").glob("checkpoint-*"))

@@ -26,7 +26,7 @@ import numpy
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from transformers import LogitsProcessor, LogitsProcessorList, TrainerCallback, set_seed
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, TrainerCallback, set_seed
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
@@ -163,6 +163,32 @@ class LayoutFreeSampling(LogitsProcessor):
         return scores.float() / self.temperature + gumbel
 
 
+# GenerationConfig fields that make HF's sampling other than one draw from softmax(logits / T)
+# per row (its warpers, beams, several sequences per prompt), with the values that leave it so.
+# HF generate fills the fields TRL's config leaves unset from the model's generation_config.json.
+NOT_LAYOUT_FREE = {"top_k": (None, 0), "top_p": (None, 1.0), "min_p": (None,), "typical_p": (None, 1.0),
+                   "epsilon_cutoff": (None, 0.0), "eta_cutoff": (None, 0.0), "top_h": (None,), "num_beams": (None, 1),
+                   "num_return_sequences": (None, 1)}
+
+
+def check_layout_free_sampling(trainer_config: GenerationConfig, model_config: GenerationConfig) -> None:
+    """TRL's sampling settings, completed from the model's generation config as HF generate
+    completes them, must be ones `LayoutFreeSampling` reproduces: it applies the logits
+    processors (repetition penalty, ...) and the temperature, not the warpers. A model whose
+    generation_config.json sets e.g. min_p would be sampled with it by TRL and without it
+    here: refused before training, naming the fields."""
+    resolved = copy.deepcopy(trainer_config)
+    resolved.update(**model_config.to_dict(), defaults_only=True)
+    dropped = {k: getattr(resolved, k, None) for k, unset in NOT_LAYOUT_FREE.items() if getattr(resolved, k, None) not in unset}
+    if dropped:
+        raise ConfigError(
+            "GRPO with HF generate samples each completion from softmax(logits / train.grpo.temperature) with its own "
+            f"seed (grpo.LayoutFreeSampling), which does not apply {', '.join(f'{k}={v!r}' for k, v in dropped.items())} "
+            "that HF generate would take from the model's generation_config.json (or TRL's generation_kwargs): "
+            "remove them there, so that the run samples what its config says"
+        )
+
+
 def completion_seed(seed: int, step: int, row: int, evaluation: bool = False) -> int:
     """The sampling seed of the `row`-th completion of the global generation batch at `step`
     (of an evaluation's generation when `evaluation`): numpy's SeedSequence hash of the tuple,
@@ -186,6 +212,11 @@ class RLVRTrainer(HarnessTrainer, GRPOTrainer):
     (token mean, as verl's `actor/pg_loss`). Exact when a step's micro-batches hold equal
     numbers of completion tokens; otherwise the KL taken off is TRL's mean of the micro-batches'
     token means, not the step's token mean (the error is kl_coef times their difference)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not (self.use_vllm or self.use_transformers_continuous_batching):
+            check_layout_free_sampling(self.generation_config, self.model.generation_config)
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if self.use_vllm or self.use_transformers_continuous_batching or images is not None or multimodal_fields:
