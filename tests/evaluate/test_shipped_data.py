@@ -5,6 +5,7 @@ the lm-eval task files under evaluation/ find them on their own, as plain
 
 import functools
 import hashlib
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -272,3 +273,23 @@ def test_verl_tasks_score_verls_format_through_lm_eval(task_manager):
     out = lm_eval.simple_evaluate(model=ScriptedLM(), tasks=list(responses), task_manager=task_manager, limit=3, log_samples=True)
     for task in responses:
         assert sorted((s["doc_id"], s["verl"]) for s in out["samples"][task]) == [(0, 1.0), (1, 0.0), (2, 0.0)], task
+
+
+def test_every_shipped_item_scores_its_own_answer_and_never_an_empty_one():
+    """On every GSM8K test and MATH-500 item, a response stating the item's gold in the task's
+    format scores 1 and one with an empty answer ("#### ,", "\\\\boxed{}", "The answer is: ")
+    scores 0, by verl's rules (Table 5's lm-eval hooks) and the authors' (no item has an empty
+    gold, which an empty extraction would match). The authors' GSM8K rule reads one thousands
+    separator only, so golds written with two cannot match as written (their quirk, kept)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    hook = {task: load_yaml(ROOT / "evaluation" / task)["process_results"] for task in ("gsm8k_verl.yaml", "math_verl.yaml", "math.yaml")}
+    for doc in map(json.loads, (DATA / "gsm8k" / "test.jsonl").read_text().splitlines()):
+        gold = doc["answer"].split("####")[-1].strip()
+        assert (hook["gsm8k_verl.yaml"](doc, [f"Steps.\n#### {gold}"])["verl"], hook["gsm8k_verl.yaml"](doc, ["#### ,"])["verl"]) == (1, 0), gold
+        assert gsm8k_reference_correct(f"{ANSWER_MARKER}{gold}", gold) == (gold.count(",") < 2), gold
+        assert not gsm8k_reference_correct(f"{ANSWER_MARKER},", gold)
+    for doc in map(json.loads, (DATA / "math500" / "test.jsonl").read_text().splitlines()):
+        gold = doc["answer"]
+        assert (hook["math_verl.yaml"](doc, [f"So $\\boxed{{{gold}}}$."])["verl"], hook["math_verl.yaml"](doc, ["$\\boxed{}$"])["verl"]) == (1, 0), gold
+        assert (hook["math.yaml"](doc, [f"{ANSWER_MARKER}{gold}"])["reference"], hook["math.yaml"](doc, [ANSWER_MARKER])["reference"]) == (1, 0), gold
