@@ -266,6 +266,31 @@ def test_verl_math_rule_gives_a_verdict_for_any_completion_and_gold(completion, 
     assert verl_math_reward(completion, gold) in VERDICT
 
 
+
+@FAST
+@given(COMPLETIONS, COMPLETIONS)
+def test_math_equivalence_is_hendrycks_is_equiv_as_lm_eval_ships_it(a, b):
+    """The authors' MATH comparison (MetaMath's `util.is_equiv`) is Hendrycks' `is_equiv` and
+    normaliser, which lm-eval's hendrycks_math task ships unchanged: the same verdict on any pair."""
+    from lm_eval.tasks.hendrycks_math.utils import is_equiv
+
+    assert math_equivalent(a, b) == is_equiv(a, b)
+
+
+@FAST
+@given(COMPLETIONS)
+def test_verl_math_extraction_is_the_last_boxed_answer_as_lm_eval_reads_it(completion):
+    """verl's MATH extraction (math_reward.py: `last_boxed_only_string`, then `remove_boxed`) is
+    the code lm-eval's hendrycks_math ships: the same answer, and None where that finds no box
+    or its `remove_boxed` rejects one (an \\fbox, an unclosed brace; verl's reward is then 0)."""
+    from lm_eval.tasks.hendrycks_math.utils import last_boxed_only_string, remove_boxed
+
+    try:
+        expected = remove_boxed(last_boxed_only_string(completion))
+    except (AssertionError, TypeError):  # TypeError: no box at all (None)
+        expected = None
+    assert verl_math_answer(completion) == expected
+
 @FAST
 @given(COMPLETIONS, COMPLETIONS)
 def test_verl_task_hooks_give_verdicts(completion, gold):
