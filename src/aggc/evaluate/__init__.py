@@ -95,6 +95,8 @@ def check_inputs(cfg: DictConfig) -> tuple[Path, Path]:
                 raise ConfigError(f"eval={cfg.eval.name}: eval.data=hub needs eval.hub.path (and split)")
         elif cfg.eval.data != "arith" and not Path(cfg.eval.data).exists():
             raise FileNotFoundError(f"eval.data={cfg.eval.data}: no such data file")
+        elif cfg.eval.data != "arith" and cfg.eval.get("reference") == "gsm8k":
+            check_gsm8k_golds(Path(cfg.eval.data))
         if not (EVALUATION_DIR / cfg.eval.task).exists():
             raise FileNotFoundError(f"eval.task={cfg.eval.task}: no such task definition under {EVALUATION_DIR}")
     else:
@@ -102,6 +104,24 @@ def check_inputs(cfg: DictConfig) -> tuple[Path, Path]:
     eval_device(cfg)  # a GPU asked for where there is none fails here, before the model loads
     eval_dtype(cfg)
     return run, final
+
+
+def check_gsm8k_golds(path: Path) -> None:
+    """The authors' GSM8K rule compares numbers: every record's gold (its `answer` after the
+    last "####", as the task's target) must read as one, or the scoring fails after generation."""
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            answer = json.loads(line).get("answer")
+        except (ValueError, AttributeError):
+            raise ConfigError(f"{path}:{n}: not a JSON object (one GSM8K record per line)") from None
+        gold = answer.split("####")[-1].strip() if isinstance(answer, str) else answer
+        try:
+            float(gold.replace(",", ""))
+        except (AttributeError, ValueError):
+            raise ConfigError(f"{path}:{n}: the gold answer {gold!r} (after the last '####' of `answer`) is not a "
+                              "number, which the authors' GSM8K rule compares") from None
 
 
 def data_file(cfg: DictConfig, out_dir: Path) -> Path:

@@ -9,7 +9,8 @@ score a whole benchmark after generation and are GRPO's reward during training, 
 odd completion must cost one sample, not the run. Where the authors' code raises (GSM8K
 "7/00", a number too large for a float), the verdict is written down beside the rule.
 Only `normalize_math` raises, as Hendrycks' does; `math_equivalent` turns that into their
-raw-string comparison. (GSM8K golds must be numbers, as the datasets write them.)
+raw-string comparison. (GSM8K golds must be numbers, as the datasets write them;
+`aggc.evaluate.check_gsm8k_golds` refuses a file with another before generation.)
 """
 
 from __future__ import annotations

@@ -1,0 +1,42 @@
+"""A benchmark's data file is checked when the evaluation starts, before the model loads:
+what would fail the scoring after generation is refused with the file and line."""
+
+import json
+
+from hydra import compose, initialize_config_dir
+
+from aggc.evaluate import check_inputs
+from aggc.paths import CONF_DIR
+
+
+def eval_config(benchmark: str, *overrides: str):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("evaluate", overrides=[f"eval={benchmark}", *overrides])
+
+
+def test_gsm8k_gold_that_is_no_number_is_refused_before_the_model_loads(tmp_path):
+    """The authors' GSM8K rule compares numbers; a gold after "####" that is none ("1/2",
+    "five", nothing) made the benchmark fail after generation (and every rerun). It is refused
+    when the evaluation starts, naming the file and line; numbers with commas pass."""
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "final" / "config.json").write_text("{}")
+    data = tmp_path / "gsm8k.jsonl"
+    for bad in ("1/2", "five", ""):
+        data.write_text(json.dumps({"question": "q", "answer": "s\n#### 1,080"}) + "\n"
+                        + json.dumps({"question": "q", "answer": f"s\n#### {bad}"}) + "\n")
+        for benchmark in ("gsm8k", "arith"):
+            try:
+                check_inputs(eval_config(benchmark, f"run={run}", f"eval.data={data}"))
+            except Exception as e:
+                assert f"{data}:2" in str(e) and repr(bad) in str(e), e
+            else:
+                raise AssertionError(f"accepted the gold {bad!r}")
+    data.write_text(json.dumps({"question": "q", "answer": "s\n#### -1,080.5"}) + "\n" + "[]\n")
+    try:
+        check_inputs(eval_config("gsm8k", f"run={run}", f"eval.data={data}"))
+    except Exception as e:
+        assert f"{data}:2: not a JSON object" in str(e), e  # line 1 passed
+    else:
+        raise AssertionError("accepted a line that is no record")
+    check_inputs(eval_config("gsm8k", f"run={run}"))  # the shipped GSM8K test set
