@@ -101,13 +101,18 @@ def test_a_localhost_judge_is_flagged_under_slurm(url, launcher, warned):
     assert bool(cost.judge_warning(eval_cfg, launcher)) == warned
 
 
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute runs_root", "relative runs_root"])
 @pytest.mark.parametrize("trained", [False, True])
-def test_a_model_that_is_another_runs_checkpoint_is_costed(tmp_path, trained):
+def test_a_model_that_is_another_runs_checkpoint_is_costed(tmp_path, monkeypatch, trained, relative):
     """make demo-real-grpo's cells start from a run's model (model.hub_id=<run>/final): the plan
     reads that checkpoint's config.json, or before the run has trained, the published one of
     the model config it came from; it is reported as a local checkpoint, never looked up on
-    the hub (a path is no repo id: the plan crashed)."""
-    final = tmp_path / "run" / "final"
+    the hub (a path is no repo id: the plan crashed; so did `make demo-real-grpo DRY_RUN=1` with
+    the Makefile's relative runs_root, `runs/demo-real/<model>/<data>/<cell>/seed0/final`)."""
+    final = tmp_path / "runs" / "demo-real" / "run" / "seed0" / "final"
+    if relative:
+        monkeypatch.chdir(tmp_path)
+        final = final.relative_to(tmp_path)
     if trained:
         final.mkdir(parents=True)
         (final / "config.json").write_text((cost.PUBLISHED / "HuggingFaceTB" / "SmolLM2-135M-Instruct" / "config.json").read_text())
