@@ -1,7 +1,8 @@
 """The clipper's contract, for every trainer: once per optimizer step it sees the full,
 mean, reduced gradient of every trainable tensor. So the group norms it logs do not depend
 on how a global batch of 8 is laid out: one process x batch 8, one process x batch 2 x
-accumulation 4, or 2 DDP processes (gloo) x batch 4. Dropout is off (DeBERTa's by
+accumulation 4, 2 DDP processes (gloo) x batch 4, or 2 DDP processes x batch 2 x
+accumulation 2 (GRPO: a generation batch of 2 micro-batches per process). Dropout is off (DeBERTa's by
 `model.dropout=0`; the tiny Llama and the LoRA adapters have none), so the layouts compute
 the same gradient; GRPO samples each completion from its own seed (`grpo.LayoutFreeSampling`),
 so every layout trains on the same completions. A new trainer joins
@@ -28,14 +29,16 @@ TRAINERS = {
     "glue": ("model=tiny_deberta", "model.dropout=0.0", "data=glue_cola_local", "strategy=aggc", "train=tiny", f"data.root={GLUE_FIXTURES}",
              "data.train_file=train_sample.tsv", "data.eval_files.validation=dev_sample.tsv"),
     # Full-model GRPO + AGGC: one generation batch of 2 prompts x 4 completions per step;
-    # completions of up to 32 tokens, so that step 1's rewards differ within a group (a
-    # policy gradient, not only the KL term's)
+    # completions of up to 32 tokens and a seed whose steps 0 and 1 get rewards that differ
+    # within a group: a policy gradient (norms ~0.3), not only the KL term's, which is ~1e-9
+    # here (seed 0: every reward 0) and float noise between layouts (checked in norms_seen)
     "grpo": ("model=tiny_llama", "data=arith", "strategy=grpo_aggc", "train=grpo_tiny", "data.train_size=64",
-             "train.grpo.max_completion_length=32"),
+             "train.grpo.max_completion_length=32", "seed=5"),
 }
 STEPS = ("train.max_steps=3", "train.save_steps=3", "wandb.mode=disabled")
 # layout -> (processes, per-device batch, accumulation): always a global batch of 8
-LAYOUTS = {"batch 8": (1, 8, 1), "batch 2 x accumulation 4": (1, 2, 4), "2 DDP processes x batch 4": (2, 4, 1)}
+LAYOUTS = {"batch 8": (1, 8, 1), "batch 2 x accumulation 4": (1, 2, 4), "2 DDP processes x batch 4": (2, 4, 1),
+           "2 DDP processes x batch 2 x accumulation 2": (2, 2, 2)}
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -61,6 +64,8 @@ def norms_seen(trainer: str, tmp_path: Path, layout: str) -> list[dict]:
         assert rundir.read_json(run_dir / "manifest.json")["world_size"] == processes
     records = rundir.read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in records] == [0, 1, 2], "one record per optimizer step"
+    if trainer == "grpo":
+        assert any(r["frac_reward_zero_std"] < 1 for r in records), "no prompt group got unequal rewards: no policy gradient"
     return [r["norms"] for r in records]
 
 
