@@ -19,6 +19,9 @@ def test_the_golden_file_covers_every_case_at_the_pinned_settings(expected):
     assert (expected["steps"], expected["build_steps"], expected["threads"]) == (golden.STEPS, golden.BUILD_STEPS, golden.THREADS), \
         f"the golden settings changed: regenerate with `{golden.REGENERATE}`"
     assert sorted(expected["runs"]) == sorted(golden.CASES), f"cases added or removed: regenerate with `{golden.REGENERATE}`"
+    for case, steps in expected["runs"].items():  # GRPO's numbers cover a policy gradient, not only the KL term's
+        assert not case.startswith("grpo/") or any(r["frac_reward_zero_std"] < 1 for r in steps), \
+            f"{case}: every prompt group got equal rewards at every step; pick a seed with a policy gradient"
 
 
 def test_tiny_llama_build_recipe_first_steps(expected):

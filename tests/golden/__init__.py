@@ -44,8 +44,10 @@ TRAINERS = {
     # LoRA on CoLA's 40-row sample (tests/fixtures/glue), the tiny DeBERTa, train=tiny
     "glue": ("model=tiny_deberta", "data=glue_cola_local", "strategy=lora", "train=tiny", f"data.root={GLUE_FIXTURES}",
              "data.train_file=train_sample.tsv", "data.eval_files.validation=dev_sample.tsv"),
-    # full-model GRPO, train=grpo_tiny: 2 prompts x 4 sampled completions per step
-    "grpo": ("model=tiny_llama", "data=arith", "strategy=grpo", "train=grpo_tiny"),
+    # full-model GRPO, train=grpo_tiny: 2 prompts x 4 sampled completions per step; a seed
+    # whose steps 1 and 2 get unequal rewards within a group (a policy gradient: reward,
+    # advantages, PG loss and the clip modes' factors on it; seed 0 rewards nothing in 3 steps)
+    "grpo": ("model=tiny_llama", "data=arith", "strategy=grpo", "train=grpo_tiny", "seed=4"),
 }
 CASES = {f"{trainer}/{clip}": (*overrides, f"clip={clip}", "wandb.mode=disabled",
                                *(["clip.groups=trainable"] if trainer == "grpo" else []))  # a full fine-tune has no LoRA groups
