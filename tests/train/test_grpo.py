@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -430,3 +431,36 @@ def test_a_models_sampling_settings_the_layout_free_sampler_would_drop_are_refus
     with pytest.raises(ConfigError, match=re.escape(f"does not apply {refused} that HF generate would take")):
         grpo.run(cfg, tmp_path / "run")
     assert not list((tmp_path / "run" / "checkpoints").glob("checkpoint-*"))
+
+
+def test_completions_are_distributed_as_trls_own_generate_path(tmp_path, one_thread):
+    """RLVRTrainer's generation (LayoutFreeSampling) against GRPOTrainer's own HF path on the
+    same trainer: per position, the tokens of 1500 completions of one prompt follow the same
+    distribution (chi-square over the tokens both drew 5+ times, the rest pooled), with a
+    temperature and a repetition penalty (TRL's, a logits processor); each completion ends
+    at its first end-of-sequence token or at max_completion_length, as TRL's."""
+    from omegaconf import OmegaConf
+    from scipy.stats import chi2_contingency
+
+    from aggc.models import load_model_and_tokenizer
+
+    cfg = tiny_config("grpo", "global", "train.grpo.temperature=1.5", "train.grpo.max_completion_length=2")
+    records = load_sft_records(OmegaConf.to_container(cfg.data, resolve=True), "train")
+    prompts = list(grpo.prompt_dataset(records[:1], cfg.model.chat_template, cfg.data.name)["prompt"])
+    model, tokenizer = load_model_and_tokenizer(OmegaConf.to_container(cfg.model, resolve=True), Path(cfg.cache_dir))
+    task, rule = grpo.answer_rule(cfg.data, cfg.train.grpo.protocol)
+    trainer = grpo.RLVRTrainer(model=model, reward_funcs=grpo.correctness_reward(rule, grpo.stop_strings(task)),
+                               args=grpo.grpo_arguments(cfg, tmp_path), train_dataset=grpo.prompt_dataset(records, False, "d"),
+                               processing_class=tokenizer)
+    trainer.generation_config.repetition_penalty = 1.3
+    prompt_ids = trainer._tokenize_prompts(prompts * 1500)[0]
+    ours = trainer._generate_single_turn(prompt_ids, None, {}, 4)[0]
+    torch.manual_seed(0)
+    trls = grpo.GRPOTrainer._generate_single_turn(trainer, prompt_ids, None, {}, 4)[0]
+    for completions in (ours, trls):
+        assert all(0 < len(c) <= 2 and not set(c[:-1]) & set(trainer.eos_token_ids) for c in completions)
+    for position in range(2):
+        counts = [Counter(c[position] for c in completions if len(c) > position) for completions in (ours, trls)]
+        common = sorted(t for t in counts[0] if counts[0][t] >= 5 and counts[1][t] >= 5)
+        table = [[n[t] for t in common] + [sum(n.values()) - sum(n[t] for t in common)] for n in counts]
+        assert len(common) >= 3 and chi2_contingency(table).pvalue > 1e-3, (position, counts)
