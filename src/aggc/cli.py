@@ -172,7 +172,7 @@ class CheckConfig(Callback):
 def check_eval(cfg: DictConfig) -> None:
     """aggc-eval's `run` (a training run directory with its final model) and its generation
     settings; the GPU of `device=cuda` and the benchmark's files are checked when it starts."""
-    from .evaluate import BACKENDS, choose_device
+    from .evaluate import BACKENDS, choose_device, eval_dtype
 
     for key in ("max_gen_toks", "batch_size"):
         value = cfg[key]
@@ -181,6 +181,7 @@ def check_eval(cfg: DictConfig) -> None:
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"backend={cfg.backend!r}: must be one of {', '.join(BACKENDS)}")
     choose_device(cfg.device, cuda_available=True)  # its spelling (auto, cpu, cuda[:N]) here
+    eval_dtype(cfg)
     if OmegaConf.is_missing(cfg, "run"):
         raise ConfigError("run: missing; pass run=<a training run directory> (aggc-train prints it at start)")
     run = str(cfg.run)
