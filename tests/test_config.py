@@ -279,6 +279,16 @@ def test_accumulation_is_computed_from_the_training_sets_global_batch(data, glob
     assert batch["world_size"] * batch["per_device_train_batch_size"] * batch["gradient_accumulation_steps"] == global_batch
 
 
+@pytest.mark.parametrize("recipe", ["paper_sft", "paper_sft_bf16"])
+def test_a_per_dataset_recipe_on_another_training_set_asks_for_its_global_batch(recipe):
+    """train=paper_sft on a training set outside Table 7 failed with an interpolation error
+    ('train.hparams.arith.global_batch_size' not found); it names the fix. Given outright,
+    the batch is that set's."""
+    with pytest.raises(ConfigError, match=r"metamathqa, codefeedback, wizardlm only .*data=arith: pass train.global_batch_size="):
+        validate(composed("model=tiny_llama", "data=arith", "strategy=lora", f"train={recipe}"))
+    validate(composed("model=tiny_llama", "data=arith", "strategy=lora", f"train={recipe}", "train.global_batch_size=8"))
+
+
 def test_a_global_batch_the_launch_cannot_divide_is_refused_before_training():
     from aggc.config import check_hardware
 

@@ -124,8 +124,19 @@ def check_hardware(cfg: DictConfig, cuda_available: bool, environ: Mapping[str, 
         )
 
 
+def check_recipe_covers_data(cfg: DictConfig) -> None:
+    """A recipe whose batch is per training set (train.hparams: train=paper_sft's Table 7
+    batches) must have an entry for this one, unless the batch is given outright."""
+    hparams, name = cfg.get("train", {}).get("hparams"), cfg.get("data", {}).get("name")
+    if hparams is None or name in hparams or not OmegaConf.is_interpolation(cfg.train, "global_batch_size"):
+        return
+    raise ConfigError(f"this train recipe gives the global batch of {', '.join(hparams)} only (train.hparams), "
+                      f"not of data={name}: pass train.global_batch_size=<sequences per optimizer step>")
+
+
 def validate(cfg: DictConfig) -> ClipConfig:
     """Validate the whole run config; returns the clip config it implies."""
+    check_recipe_covers_data(cfg)
     try:
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as err:  # an interpolation or a ??? value
