@@ -27,4 +27,17 @@ def test_task_ids_are_named_as_evalplus_names_them():
 @pytest.mark.skipif(find_spec("evalplus") is not None, reason="evalplus is installed here")
 def test_without_evalplus_the_result_says_why():
     plus = plus_scores("mbpp.yaml", [{"task_id": 11, "code_extracted": "def f():\n    return 1"}])
-    assert plus == {"used": False, "reason": "evalplus is not installed (pip install evalplus): base tests only"}
+    assert plus == {"used": False, "reason": "evalplus is not installed (pip install -e '.[evalplus]'): base tests only"}
+
+
+def test_an_evalplus_release_other_than_the_pinned_one_is_not_called(tmp_path, monkeypatch):
+    """The harness calls evalplus 0.3.1's functions (pyproject's extra); another release's
+    signatures differ (master made one keyword-only), which would crash the benchmark after
+    generation. An installed 0.4.0 (a real distribution on sys.path) is reported, not called."""
+    (tmp_path / "evalplus").mkdir()
+    (tmp_path / "evalplus" / "__init__.py").write_text("raise ImportError('the harness must not import this release')\n")
+    (tmp_path / "evalplus-0.4.0.dist-info").mkdir()
+    (tmp_path / "evalplus-0.4.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: evalplus\nVersion: 0.4.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plus = plus_scores("humaneval.yaml", [{"task_id": "HumanEval/0", "code_extracted": "def f():\n    return 1"}])
+    assert plus["used"] is False and "evalplus 0.4.0 is installed" in plus["reason"] and "0.3.1" in plus["reason"]

@@ -17,8 +17,10 @@ time) by default), not in aggc's sandbox.
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from importlib.util import find_spec
 
+EVALPLUS_VERSION = "0.3.1"  # the API called below (pyproject's `evalplus` extra pins it)
 DATASETS = {"humaneval.yaml": "humaneval", "mbpp.yaml": "mbpp"}  # aggc's task file -> evalplus' dataset
 
 
@@ -33,7 +35,10 @@ def plus_scores(task: str, samples: list[dict]) -> dict:
     (each with `task_id` and `code_extracted`, as `aggc.evaluate.per_sample` keeps them)."""
     dataset = DATASETS[task]
     if find_spec("evalplus") is None:
-        return {"used": False, "reason": "evalplus is not installed (pip install evalplus): base tests only"}
+        return {"used": False, "reason": "evalplus is not installed (pip install -e '.[evalplus]'): base tests only"}
+    if version("evalplus") != EVALPLUS_VERSION:  # its functions' signatures change between releases
+        return {"used": False, "reason": f"evalplus {version('evalplus')} is installed; the harness calls "
+                                         f"{EVALPLUS_VERSION}'s API (pip install -e '.[evalplus]'): base tests only"}
     from evalplus.data import get_human_eval_plus, get_human_eval_plus_hash, get_mbpp_plus, get_mbpp_plus_hash
     from evalplus.eval import PASS
     from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
