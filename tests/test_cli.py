@@ -236,3 +236,18 @@ def test_tables_render_from_any_working_directory(tmp_path):
                            f"out_dir={tmp_path / 'out'}"], capture_output=True, text=True, env=ENV, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "table1.md").exists()
+
+
+def test_arith_templates_are_checked_at_compose_time_for_training_and_evaluation(tmp_path):
+    """An unknown arith template failed inside the data generator, after the model had loaded
+    (training) or once the evaluation had started; both commands refuse it in two lines."""
+    proc = train("data=arith_single_step", "data.templates=[add,divide]", f"runs_root={tmp_path}")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 2 and "data.templates" in lines[0] and "two_step" in lines[0], proc.stderr
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "final" / "config.json").write_text("{}")
+    proc = evaluate("eval=arith_single_step", f"run={run}", "eval.arith.templates=[divide]")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 2 and "eval.arith.templates" in lines[0], proc.stderr
+    assert not (run / "eval").exists() and [p.name for p in tmp_path.iterdir()] == ["run"], "no run directory, no evaluation"

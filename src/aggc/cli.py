@@ -96,6 +96,13 @@ def check_data(cfg: DictConfig, seen: set | None = None) -> None:
     torch loads. Each distinct file is read once (`seen`) per sweep."""
     if cfg.model.get("task") == "seq_cls" and cfg.data.kind == "tsv":
         return check_glue_data(OmegaConf.to_container(cfg.data, resolve=True), seen)
+    if cfg.data.kind == "arith" and cfg.data.get("templates") is not None:
+        from .data.arith import check_templates
+
+        try:
+            check_templates(cfg.data.templates)
+        except ValueError as err:
+            raise ConfigError(f"data.templates: {err}") from None
     if cfg.data.kind != "jsonl" or cfg.model.get("task") == "seq_cls":
         return
     spec = OmegaConf.to_container(cfg.data, resolve=True)
@@ -182,6 +189,14 @@ def check_eval(cfg: DictConfig) -> None:
         raise ConfigError(f"backend={cfg.backend!r}: must be one of {', '.join(BACKENDS)}")
     choose_device(cfg.device, cuda_available=True)  # its spelling (auto, cpu, cuda[:N]) here
     eval_dtype(cfg)
+    templates = cfg.eval.get("arith", {}).get("templates") if cfg.eval.get("data") == "arith" else None
+    if templates is not None:
+        from .data.arith import check_templates
+
+        try:
+            check_templates(templates)
+        except ValueError as err:
+            raise ConfigError(f"eval.arith.templates: {err}") from None
     if OmegaConf.is_missing(cfg, "run"):
         raise ConfigError("run: missing; pass run=<a training run directory> (aggc-train prints it at start)")
     run = str(cfg.run)

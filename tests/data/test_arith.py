@@ -51,3 +51,32 @@ def test_all_four_templates_occur():
 def test_unknown_split_is_rejected():
     with pytest.raises(ValueError, match="split"):
         arith.generate(1, seed=0, split="validation")
+
+
+OPERATORS = {"add": "+", "subtract": "-", "multiply": "*"}
+
+
+@pytest.mark.parametrize("templates", [["add"], ["add", "subtract"], ["multiply", "subtract"]])
+def test_templates_limit_the_kinds_of_problem_and_splits_stay_disjoint(templates):
+    """`templates` draws only those kinds (one step with their operators); the test split
+    still shares no question with training, and all kinds appear with enough problems."""
+    train = arith.generate(300, seed=0, split="train", templates=templates)
+    test = arith.generate(100, seed=0, split="test", templates=templates)
+    seen = set()
+    for record in train + test:
+        steps = record["output"].split("\n")[:-1]
+        assert len(steps) == 1
+        seen |= {name for name in templates if f" {OPERATORS[name]} " in steps[0]}
+    assert seen == set(templates)
+    assert not {r["question"] for r in train} & {r["question"] for r in test}
+
+
+def test_all_templates_named_draw_the_default_problems():
+    """Naming every template in order is the default: data=arith's problems are unchanged by the knob."""
+    assert arith.generate(200, 0, "train", list(arith.TEMPLATES)) == arith.generate(200, 0, "train")
+
+
+@pytest.mark.parametrize("templates", [[], ["divide"], ["add", "add"]])
+def test_unknown_empty_or_repeated_templates_are_refused(templates):
+    with pytest.raises(ValueError, match="add, subtract, multiply, two_step"):
+        arith.generate(10, 0, "train", templates)

@@ -40,3 +40,26 @@ def test_gsm8k_gold_that_is_no_number_is_refused_before_the_model_loads(tmp_path
     else:
         raise AssertionError("accepted a line that is no record")
     check_inputs(eval_config("gsm8k", f"run={run}"))  # the shipped GSM8K test set
+
+
+def test_a_template_limited_arith_benchmark_holds_the_training_sets_held_out_kinds(tmp_path):
+    """eval=arith_single_step scores held-out problems of data=arith_single_step's kinds (one
+    step, + or -), written to a file of their own (never eval=arith's cached file), and its
+    problems are the test split of the training config's generator."""
+    from omegaconf import OmegaConf
+
+    from aggc.data.formats import load_sft_records
+    from aggc.evaluate import data_file
+
+    cfg = eval_config("arith_single_step")
+    path = data_file(cfg, tmp_path)
+    assert path != data_file(eval_config("arith"), tmp_path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == cfg.eval.arith.eval_size
+    for row in rows:
+        steps = row["answer"].split("\n")[:-2]
+        assert len(steps) == 1 and (" + " in steps[0] or " - " in steps[0]), row
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        train_cfg = compose("config", overrides=["data=arith_single_step"])
+    held_out = load_sft_records(OmegaConf.to_container(train_cfg.data, resolve=True), "test")
+    assert [r["instruction"] for r in held_out] == [r["question"] for r in rows]

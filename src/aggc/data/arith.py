@@ -63,7 +63,7 @@ def _two_step(rng: random.Random, name: str, he: str, items: str) -> tuple[str, 
     return question, [f"{a} + {b} = {a + b}", f"{a + b} - {c} = {a + b - c}"], a + b - c
 
 
-_TEMPLATES = (_add, _subtract, _multiply, _two_step)
+TEMPLATES = {"add": _add, "subtract": _subtract, "multiply": _multiply, "two_step": _two_step}
 
 
 def split_of(question: str) -> str:
@@ -72,14 +72,16 @@ def split_of(question: str) -> str:
     return next(split for split, buckets in _BUCKETS.items() if bucket in buckets)
 
 
-def generate(n: int, seed: int, split: str) -> list[dict]:
-    """`n` distinct problems of `split`, identical for identical (n, seed, split).
+def generate(n: int, seed: int, split: str, templates: list[str] | None = None) -> list[dict]:
+    """`n` distinct problems of `split`, identical for identical (n, seed, split, templates);
+    `templates` (names in TEMPLATES; default all) limits the kinds of problem.
 
     Records have `question`, `output` (steps ending "The answer is: N") and
     `answer` (N as str).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    kinds = tuple(TEMPLATES.values()) if templates is None else tuple(TEMPLATES[t] for t in check_templates(templates))
     rng = random.Random(f"aggc-arith-{seed}-{split}")
     seen: set[str] = set()
     records = []
@@ -87,7 +89,7 @@ def generate(n: int, seed: int, split: str) -> list[dict]:
         if len(records) == n:
             break
         name, he = rng.choice(_PEOPLE)
-        question, steps, answer = rng.choice(_TEMPLATES)(rng, name, he, rng.choice(_ITEMS))
+        question, steps, answer = rng.choice(kinds)(rng, name, he, rng.choice(_ITEMS))
         if question in seen or split_of(question) != split:
             continue
         seen.add(question)
@@ -96,3 +98,12 @@ def generate(n: int, seed: int, split: str) -> list[dict]:
     if len(records) < n:
         raise ValueError(f"could only generate {len(records)} distinct {split} problems, asked for {n}")
     return records
+
+
+def check_templates(templates) -> list[str]:
+    """`templates` as a list of known, distinct template names (a ValueError names the known ones)."""
+    names = list(templates)
+    unknown = [t for t in names if t not in TEMPLATES]
+    if not names or unknown or len(set(names)) < len(names):
+        raise ValueError(f"arith templates {names}: a non-empty list of distinct names among {', '.join(TEMPLATES)}")
+    return names

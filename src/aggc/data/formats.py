@@ -215,7 +215,7 @@ def load_sft_records(spec: dict, split: str) -> list[dict]:
         sizes = {"train": spec["train_size"], "test": spec["eval_size"]}
         if split not in sizes:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        return convert(arith.generate(sizes[split], spec["seed"], split), "arith")
+        return convert(arith.generate(sizes[split], spec["seed"], split, spec.get("templates")), "arith")
     if kind == "jsonl":
         path = Path(spec["path"])
         records, lines = _read_json_records(path)

@@ -133,10 +133,12 @@ def data_file(cfg: DictConfig, out_dir: Path) -> Path:
         return Path(cfg.eval.data).resolve()
     from ..data import arith
 
-    path = out_dir / "data" / f"arith_test_seed{cfg.eval.arith.seed}.jsonl"
+    templates = cfg.eval.arith.get("templates")
+    kinds = "" if templates is None else "-" + "-".join(templates)
+    path = out_dir / "data" / f"arith{kinds}_test_seed{cfg.eval.arith.seed}.jsonl"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = arith.generate(cfg.eval.arith.eval_size, cfg.eval.arith.seed, "test")
+        rows = arith.generate(cfg.eval.arith.eval_size, cfg.eval.arith.seed, "test", templates and list(templates))
         lines = [json.dumps({"question": r["question"], "answer": f"{r['output']}\n#### {r['answer']}"}) for r in rows]
         atomic_write_text(path, "\n".join(lines) + "\n")
     return path
