@@ -284,9 +284,16 @@ def test_a_per_dataset_recipe_on_another_training_set_asks_for_its_global_batch(
     """train=paper_sft on a training set outside Table 7 failed with an interpolation error
     ('train.hparams.arith.global_batch_size' not found); it names the fix. Given outright,
     the batch is that set's."""
-    with pytest.raises(ConfigError, match=r"metamathqa, codefeedback, wizardlm only .*data=arith: pass train.global_batch_size="):
+    with pytest.raises(ConfigError, match=r"train.global_batch_size: .*train.hparams.arith.global_batch_size.* not found; it has metamathqa, codefeedback, wizardlm\); pass train.global_batch_size=<value>"):
         validate(composed("model=tiny_llama", "data=arith", "strategy=lora", f"train={recipe}"))
     validate(composed("model=tiny_llama", "data=arith", "strategy=lora", f"train={recipe}", "train.global_batch_size=8"))
+
+
+def test_a_glue_recipe_without_a_row_for_the_strategy_names_the_missing_entry():
+    """train=paper_glue reads Table 6's row of (task, strategy): a strategy without one names
+    the setting and the entry, not only an interpolation error (the check above, for any recipe)."""
+    with pytest.raises(ConfigError, match=r"train.learning_rate: .*'train.hparams.cola.grpo.lr' not found; it has mnli, "):
+        validate(composed("model=tiny_deberta", "data=glue_cola", "strategy=grpo", "train=paper_glue"))
 
 
 def test_a_global_batch_the_launch_cannot_divide_is_refused_before_training():

@@ -125,13 +125,22 @@ def check_hardware(cfg: DictConfig, cuda_available: bool, environ: Mapping[str, 
 
 
 def check_recipe_covers_data(cfg: DictConfig) -> None:
-    """A recipe whose batch is per training set (train.hparams: train=paper_sft's Table 7
-    batches) must have an entry for this one, unless the batch is given outright."""
-    hparams, name = cfg.get("train", {}).get("hparams"), cfg.get("data", {}).get("name")
-    if hparams is None or name in hparams or not OmegaConf.is_interpolation(cfg.train, "global_batch_size"):
+    """A recipe whose settings are per training set (train.hparams: train=paper_sft's Table 7
+    batches, train=paper_glue's Table 6 rows) must have an entry for this one, unless the
+    settings it reads from there are given outright."""
+    from omegaconf.errors import InterpolationKeyError
+
+    hparams = cfg.get("train", {}).get("hparams")
+    if hparams is None:
         return
-    raise ConfigError(f"this train recipe gives the global batch of {', '.join(hparams)} only (train.hparams), "
-                      f"not of data={name}: pass train.global_batch_size=<sequences per optimizer step>")
+    try:
+        OmegaConf.to_container(cfg.train, resolve=True)
+    except InterpolationKeyError as err:
+        if "hparams" not in str(err):
+            raise
+        missing = str(err).splitlines()[0]
+        raise ConfigError(f"{err.full_key}: this train recipe reads it from train.hparams, which has no entry for "
+                          f"this run ({missing}; it has {', '.join(hparams)}); pass {err.full_key}=<value>") from None
 
 
 def validate(cfg: DictConfig) -> ClipConfig:
