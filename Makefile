@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # One pytest-xdist worker per core, each with one torch thread (two threads per worker on a
-# busy second core run many times slower); the local-Slurm tests on one worker (tests/conftest.py).
+# busy second core run many times slower); a test file, and all local-Slurm tests, per worker (tests/conftest.py).
 # TEST_WORKERS=0 runs the suite in this process. --durations: the 25 slowest tests, in every
 # CI log (where to look when the suite outgrows its budget).
 TEST_WORKERS ?= $(shell nproc)
