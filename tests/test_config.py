@@ -296,6 +296,18 @@ def test_a_glue_recipe_without_a_row_for_the_strategy_names_the_missing_entry():
         validate(composed("model=tiny_deberta", "data=glue_cola", "strategy=grpo", "train=paper_glue"))
 
 
+@pytest.mark.parametrize("recipe", ["paper_sft", "paper_glue"])
+@pytest.mark.parametrize("value", ["${data.nonexistent}", "${oc.env:AGGC_UNSET_VARIABLE_FOR_TEST}"])
+def test_a_recipe_with_hparams_reports_another_unresolvable_train_value_as_a_config_error(recipe, value):
+    """The hparams check re-raised any other interpolation failure in train raw (an OmegaConf
+    error, not a ConfigError): the compose-time callback, which catches ConfigError, let it
+    through as a Hydra warning and the job trained on. It is validate's 'does not resolve'."""
+    data = "data=glue_cola" if recipe == "paper_glue" else "data=metamathqa"
+    model = "model=tiny_deberta" if recipe == "paper_glue" else "model=tiny_llama"
+    with pytest.raises(ConfigError, match=r"(?s)config does not resolve: .*full_key: train.learning_rate"):
+        validate(composed(model, data, "strategy=lora", f"train={recipe}", f"train.learning_rate={value}"))
+
+
 def test_a_global_batch_the_launch_cannot_divide_is_refused_before_training():
     from aggc.config import check_hardware
 

@@ -128,17 +128,17 @@ def check_recipe_covers_data(cfg: DictConfig) -> None:
     """A recipe whose settings are per training set (train.hparams: train=paper_sft's Table 7
     batches, train=paper_glue's Table 6 rows) must have an entry for this one, unless the
     settings it reads from there are given outright."""
-    from omegaconf.errors import InterpolationKeyError
+    from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
     hparams = cfg.get("train", {}).get("hparams")
     if hparams is None:
         return
     try:
         OmegaConf.to_container(cfg.train, resolve=True)
-    except InterpolationKeyError as err:
-        if "hparams" not in str(err):
-            raise
+    except OmegaConfBaseException as err:
         missing = str(err).splitlines()[0]
+        if not isinstance(err, InterpolationKeyError) or "'train.hparams." not in missing:
+            return  # another value that does not resolve: validate reports it as a ConfigError
         raise ConfigError(f"{err.full_key}: this train recipe reads it from train.hparams, which has no entry for "
                           f"this run ({missing}; it has {', '.join(hparams)}); pass {err.full_key}=<value>") from None
 
