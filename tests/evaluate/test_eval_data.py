@@ -63,3 +63,14 @@ def test_a_template_limited_arith_benchmark_holds_the_training_sets_held_out_kin
         train_cfg = compose("config", overrides=["data=arith_single_step"])
     held_out = load_sft_records(OmegaConf.to_container(train_cfg.data, resolve=True), "test")
     assert [r["instruction"] for r in held_out] == [r["question"] for r in rows]
+
+
+def test_an_arith_benchmark_of_another_size_writes_its_own_data_file(tmp_path):
+    """The held-out file was cached by seed (and templates) only: after an evaluation with
+    eval.arith.eval_size=20, one with 50 (a new eval_id, so evaluated again) read the cached
+    20 problems, and the other way round scored more problems than asked for."""
+    from aggc.evaluate import data_file
+
+    for size in (20, 50, 20):
+        path = data_file(eval_config("arith", f"eval.arith.eval_size={size}"), tmp_path)
+        assert len(path.read_text().splitlines()) == size

@@ -135,7 +135,8 @@ def data_file(cfg: DictConfig, out_dir: Path) -> Path:
 
     templates = cfg.eval.arith.get("templates")
     kinds = "" if templates is None else "-" + "-".join(templates)
-    path = out_dir / "data" / f"arith{kinds}_test_seed{cfg.eval.arith.seed}.jsonl"
+    # every setting of the generator names the file: a cached file of another size is not this one
+    path = out_dir / "data" / f"arith{kinds}_test_seed{cfg.eval.arith.seed}_n{cfg.eval.arith.eval_size}.jsonl"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = arith.generate(cfg.eval.arith.eval_size, cfg.eval.arith.seed, "test", templates and list(templates))
