@@ -5,6 +5,7 @@ on localhost is flagged under Slurm."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -122,6 +123,20 @@ def test_a_model_that_is_another_runs_checkpoint_is_costed(tmp_path, monkeypatch
     e = cost.estimate(cfg, 1, gpu)
     assert e.trainable == e.total and abs(e.total - 134.5e6) / 134.5e6 < 0.01 and e.fits
     assert cost.model_reachable(cfg.model) == ("local checkpoint" if trained else f"NOT YET TRAINED ({final})")
+
+
+@pytest.mark.parametrize("hub_id, local", [("Qwen/Qwen2.5-3B", False), ("gpt2", False), ("myrun/final", True),
+                                           ("myrun/final", False), ("runs/a/b/final", True), ("/abs/final", True)])
+def test_a_hub_id_is_a_local_checkpoint_exactly_when_transformers_reads_it_as_a_directory(tmp_path, monkeypatch, hub_id, local):
+    """A repo id (`name`, `owner/name`) is looked up on the hub; a path of more parts, an
+    absolute one, or an existing directory (a two-part `myrun/final` here, which
+    from_pretrained loads as a directory) is a checkpoint: the plan had looked the last up
+    among published configs and crashed. A GGUF model is never one."""
+    monkeypatch.chdir(tmp_path)
+    if local and not hub_id.startswith("/") and len(Path(hub_id).parts) == 2:
+        (tmp_path / hub_id).mkdir(parents=True)
+    assert cost.local_checkpoint({"kind": "hub", "hub_id": hub_id}) == (Path(hub_id) if local else None)
+    assert cost.local_checkpoint({"kind": "gguf", "hub_id": hub_id}) is None
 
 
 @pytest.mark.parametrize("target", ["table1", "table2", "table3", "table4", "table5", "table8", "figure6"])

@@ -91,10 +91,11 @@ def local_checkpoint(model: dict) -> Path | None:
     """The directory of a hub model given as a local path (`model.hub_id=<run>/final`: a model
     another run trained, as make demo-real-grpo starts from its LoRA SFT), else None. A repo id
     is `name` or `owner/name`; a path with more parts (a relative runs_root's run, as the
-    Makefile passes `runs/demo-real`), an absolute one or one starting with '.' is a directory."""
+    Makefile passes `runs/demo-real`), an absolute one or one starting with '.' is a directory,
+    and so is an existing directory (`myrun/final`: from_pretrained reads it as one)."""
     hub_id = str(model.get("hub_id") or "")
     path = Path(hub_id)
-    is_path = path.is_absolute() or hub_id.startswith(".") or len(path.parts) > 2
+    is_path = path.is_absolute() or hub_id.startswith(".") or len(path.parts) > 2 or (bool(hub_id) and path.is_dir())
     return path if model["kind"] == "hub" and is_path else None
 
 
