@@ -41,3 +41,15 @@ def test_an_evalplus_release_other_than_the_pinned_one_is_not_called(tmp_path, m
     monkeypatch.syspath_prepend(str(tmp_path))
     plus = plus_scores("humaneval.yaml", [{"task_id": "HumanEval/0", "code_extracted": "def f():\n    return 1"}])
     assert plus["used"] is False and "evalplus 0.4.0 is installed" in plus["reason"] and "0.3.1" in plus["reason"]
+
+
+@pytest.mark.skipif(find_spec("evalplus") is not None, reason="evalplus is installed here")
+def test_an_evalplus_folder_without_a_distribution_is_not_called(tmp_path, monkeypatch):
+    """A folder named evalplus on sys.path (python -m puts the working directory first) is
+    found by find_spec but has no version: version() raised PackageNotFoundError, crashing
+    the benchmark after generation. It is reported, not called."""
+    (tmp_path / "evalplus").mkdir()
+    (tmp_path / "evalplus" / "__init__.py").write_text("raise ImportError('the harness must not import this folder')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plus = plus_scores("mbpp.yaml", [{"task_id": 11, "code_extracted": "def f():\n    return 1"}])
+    assert plus["used"] is False and "no installed distribution" in plus["reason"] and "0.3.1" in plus["reason"]

@@ -17,7 +17,7 @@ time) by default), not in aggc's sandbox.
 
 from __future__ import annotations
 
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 
 EVALPLUS_VERSION = "0.3.1"  # the API called below (pyproject's `evalplus` extra pins it)
@@ -36,9 +36,14 @@ def plus_scores(task: str, samples: list[dict]) -> dict:
     dataset = DATASETS[task]
     if find_spec("evalplus") is None:
         return {"used": False, "reason": "evalplus is not installed (pip install -e '.[evalplus]'): base tests only"}
-    if version("evalplus") != EVALPLUS_VERSION:  # its functions' signatures change between releases
-        return {"used": False, "reason": f"evalplus {version('evalplus')} is installed; the harness calls "
-                                         f"{EVALPLUS_VERSION}'s API (pip install -e '.[evalplus]'): base tests only"}
+    try:
+        installed = version("evalplus")
+    except PackageNotFoundError:  # an `evalplus` folder on sys.path (python -m: the working directory)
+        installed = None
+    if installed != EVALPLUS_VERSION:  # its functions' signatures change between releases
+        found = f"evalplus {installed} is installed" if installed else "an evalplus of no installed distribution is importable"
+        return {"used": False, "reason": f"{found}; the harness calls {EVALPLUS_VERSION}'s API "
+                                         "(pip install -e '.[evalplus]'): base tests only"}
     from evalplus.data import get_human_eval_plus, get_human_eval_plus_hash, get_mbpp_plus, get_mbpp_plus_hash
     from evalplus.eval import PASS
     from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
