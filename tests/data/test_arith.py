@@ -80,3 +80,10 @@ def test_all_templates_named_draw_the_default_problems():
 def test_unknown_empty_or_repeated_templates_are_refused(templates):
     with pytest.raises(ValueError, match="add, subtract, multiply, two_step"):
         arith.generate(10, 0, "train", templates)
+
+
+def test_a_template_given_as_a_bare_name_is_refused_naming_it():
+    """data.templates=add (no brackets) is a string: it was read as the list of its letters
+    and refused as ['a', 'd', 'd']; the refusal names what was given and the list form."""
+    with pytest.raises(ValueError, match=r"arith templates 'add': a list \(\[add\]\)"):
+        arith.check_templates("add")

@@ -102,6 +102,8 @@ def generate(n: int, seed: int, split: str, templates: list[str] | None = None) 
 
 def check_templates(templates) -> list[str]:
     """`templates` as a list of known, distinct template names (a ValueError names the known ones)."""
+    if isinstance(templates, str):  # list() would read a bare name as its letters
+        raise ValueError(f"arith templates {templates!r}: a list ([{templates}]) of distinct names among {', '.join(TEMPLATES)}")
     names = list(templates)
     unknown = [t for t in names if t not in TEMPLATES]
     if not names or unknown or len(set(names)) < len(names):
