@@ -5,6 +5,7 @@ CI saw 'terminate called without an active exception', SIGABRT, exit code 1)."""
 import atexit
 from types import SimpleNamespace
 
+import pytest
 import torch.distributed as dist
 
 from aggc.train import __main__ as entry
@@ -31,3 +32,23 @@ def test_the_entry_point_registers_the_leave_once_however_many_runs(monkeypatch,
     for _ in range(3):
         entry.main.__wrapped__(None)  # the function under @hydra.main, as a sweep calls it per run
     assert registered == [entry.leave_process_group]
+
+
+def test_a_run_that_raised_leaves_no_teardown_registered(monkeypatch, tmp_path):
+    """A rank that raised may have a collective pending; destroying the group would wait on it
+    instead of exiting, so the leave is registered only after runs that ended."""
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    monkeypatch.setattr(atexit, "unregister", lambda f: registered.remove(f) if f in registered else None)
+    hydra_config = SimpleNamespace(runtime=SimpleNamespace(output_dir=str(tmp_path)))
+    monkeypatch.setattr(entry, "HydraConfig", SimpleNamespace(get=lambda: hydra_config))
+
+    def fails(cfg, out):
+        raise RuntimeError("a rank failed mid-step")
+
+    monkeypatch.setattr(entry, "run", lambda cfg, out: None)
+    entry.main.__wrapped__(None)  # a sweep's first run ends
+    monkeypatch.setattr(entry, "run", fails)
+    with pytest.raises(RuntimeError):
+        entry.main.__wrapped__(None)  # its second raises
+    assert registered == []

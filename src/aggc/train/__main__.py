@@ -32,7 +32,9 @@ def leave_process_group() -> None:
     still whole: left to interpreter shutdown, gloo's worker threads are torn down with
     Python half gone and a rank can die of SIGABRT ('terminate called without an active
     exception') after a finished run, failing the torchrun job. Registered with atexit, not
-    called after each run, because a sweep (`-m`) trains its runs in one process group."""
+    called after each run, because a sweep (`-m`) trains its runs in one process group; and
+    only once a run has ended, since a rank that raised mid-step may leave a collective pending
+    that the teardown would wait on (30 minutes) instead of letting torchrun stop the job."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -43,8 +45,8 @@ def leave_process_group() -> None:
 def main(cfg: DictConfig) -> None:
     distributed_from_slurm()
     atexit.unregister(leave_process_group)  # once, however many runs a sweep makes here
-    atexit.register(leave_process_group)
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    atexit.register(leave_process_group)  # after a run that ended: a rank that raised may hold gloo work its teardown waits on
 
 
 if __name__ == "__main__":
