@@ -96,13 +96,8 @@ def check_data(cfg: DictConfig, seen: set | None = None) -> None:
     torch loads. Each distinct file is read once (`seen`) per sweep."""
     if cfg.model.get("task") == "seq_cls" and cfg.data.kind == "tsv":
         return check_glue_data(OmegaConf.to_container(cfg.data, resolve=True), seen)
-    if cfg.data.kind == "arith" and cfg.data.get("templates") is not None:
-        from .data.arith import check_templates
-
-        try:
-            check_templates(cfg.data.templates)
-        except ValueError as err:
-            raise ConfigError(f"data.templates: {err}") from None
+    if cfg.data.kind == "arith":
+        check_arith_templates(cfg.data.get("templates"), "data.templates")
     if cfg.data.kind != "jsonl" or cfg.model.get("task") == "seq_cls":
         return
     spec = OmegaConf.to_container(cfg.data, resolve=True)
@@ -114,6 +109,18 @@ def check_data(cfg: DictConfig, seen: set | None = None) -> None:
     load_sft_records(spec, "train")
     if seen is not None:
         seen.add(key)
+
+
+def check_arith_templates(templates, key: str) -> None:
+    """Generated arith problems' `templates` (None: all kinds), as the generator will read them."""
+    if templates is None:
+        return
+    from .data.arith import check_templates
+
+    try:
+        check_templates(templates)
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from None
 
 
 def check_glue_data(spec: dict, seen: set | None) -> None:
@@ -189,14 +196,8 @@ def check_eval(cfg: DictConfig) -> None:
         raise ConfigError(f"backend={cfg.backend!r}: must be one of {', '.join(BACKENDS)}")
     choose_device(cfg.device, cuda_available=True)  # its spelling (auto, cpu, cuda[:N]) here
     eval_dtype(cfg)
-    templates = cfg.eval.get("arith", {}).get("templates") if cfg.eval.get("data") == "arith" else None
-    if templates is not None:
-        from .data.arith import check_templates
-
-        try:
-            check_templates(templates)
-        except ValueError as err:
-            raise ConfigError(f"eval.arith.templates: {err}") from None
+    if cfg.eval.get("data") == "arith":
+        check_arith_templates(cfg.eval.get("arith", {}).get("templates"), "eval.arith.templates")
     if OmegaConf.is_missing(cfg, "run"):
         raise ConfigError("run: missing; pass run=<a training run directory> (aggc-train prints it at start)")
     run = str(cfg.run)

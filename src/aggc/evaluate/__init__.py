@@ -139,7 +139,7 @@ def data_file(cfg: DictConfig, out_dir: Path) -> Path:
     path = out_dir / "data" / f"arith{kinds}_test_seed{cfg.eval.arith.seed}_n{cfg.eval.arith.eval_size}.jsonl"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = arith.generate(cfg.eval.arith.eval_size, cfg.eval.arith.seed, "test", templates and list(templates))
+        rows = arith.generate(cfg.eval.arith.eval_size, cfg.eval.arith.seed, "test", templates)
         lines = [json.dumps({"question": r["question"], "answer": f"{r['output']}\n#### {r['answer']}"}) for r in rows]
         atomic_write_text(path, "\n".join(lines) + "\n")
     return path
