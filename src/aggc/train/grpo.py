@@ -215,11 +215,16 @@ class RLVRTrainer(HarnessTrainer, GRPOTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not (self.use_vllm or self.use_transformers_continuous_batching):
+        if self.samples_with_hf_generate:
             check_layout_free_sampling(self.generation_config, self.model.generation_config)
 
+    @property
+    def samples_with_hf_generate(self) -> bool:
+        """Whether TRL generates with HF generate, the path LayoutFreeSampling replaces."""
+        return not (self.use_vllm or self.use_transformers_continuous_batching)
+
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        if self.use_vllm or self.use_transformers_continuous_batching or images is not None or multimodal_fields:
+        if not self.samples_with_hf_generate or images is not None or multimodal_fields:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         device = self.accelerator.device
         prompts = [torch.tensor(ids) for ids in prompt_ids]
