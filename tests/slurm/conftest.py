@@ -5,6 +5,7 @@ apt-get, packages not installable)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -79,7 +80,10 @@ def wait_until(condition, timeout: float, what: str, diagnostics=lambda: "", int
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    start = subprocess.run([str(CLUSTER / "start.sh")], capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    STATE.parent.mkdir(parents=True, exist_ok=True)
+    with open(STATE.parent / ".start.lock", "w") as lock:  # pytest-xdist workers start it one at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        start = subprocess.run([str(CLUSTER / "start.sh")], capture_output=True, text=True, timeout=START_TIMEOUT_S)
     output = start.stdout + start.stderr
     if start.returncode == 2:
         pytest.skip(f"no local Slurm: {output.strip()}")
