@@ -37,12 +37,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # One pytest-xdist worker per core, each with one torch thread (two threads per worker on a
-# busy second core run many times slower); a test file, and all local-Slurm tests, per worker (tests/conftest.py).
-# TEST_WORKERS=0 runs the suite in this process. --durations: the 25 slowest tests, in every
-# CI log (where to look when the suite outgrows its budget).
+# busy second core run many times slower); the workers share the one local Slurm, whose first
+# start tests/slurm/conftest.py serialises. TEST_WORKERS=0 runs the suite in this process.
+# --durations: the 25 slowest tests, in every CI log (where to look when the suite outgrows its budget).
 TEST_WORKERS ?= $(shell nproc)
 test: setup
-	$(OFFLINE) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(OFFLINE) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=25
 
 # Everything but the end-to-end training runs and the multi-process tests.
 test-fast: setup
