@@ -251,3 +251,41 @@ def test_arith_templates_are_checked_at_compose_time_for_training_and_evaluation
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 2 and "eval.arith.templates" in lines[0], proc.stderr
     assert not (run / "eval").exists() and [p.name for p in tmp_path.iterdir()] == ["run"], "no run directory, no evaluation"
+
+
+def test_a_missing_start_checkpoint_fails_at_compose_time_in_a_sweep(tmp_path):
+    """A sweep from another run's model that is not there (what `${aggc.completed_run:...}` gives
+    when that run has not finished) stops before the first job, naming the path."""
+    missing = tmp_path / "runs" / "m" / "d" / "lora-global-no-completed-run" / "seed0" / "final"
+    proc = train("-m", "model=smollm2_135m", "model.kind=hub", f"model.hub_id={missing}", "seed=0,1", f"runs_root={tmp_path / 'out'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "UserWarning" not in proc.stderr, proc.stderr
+    assert f"model.hub_id={missing}: no such local directory" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("callback", ["CheckConfig", "CheckEval", "CheckReplay"])
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_check_that_crashes_stops_the_command_instead_of_a_warning(monkeypatch, capsys, callback, sweep):
+    """Every command's compose-time check: Hydra turns an exception of a callback into a
+    warning and starts every job unchecked, so an exception that is no user error (a defect of
+    a check, a library's own error) must stop the command, with its traceback."""
+    import hydra
+
+    from aggc import cli
+
+    def crash(cfg, seen):
+        raise RuntimeError("a defect of the check")
+
+    monkeypatch.setattr(getattr(cli, callback), "check", staticmethod(crash))
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    config = OmegaConf.create({"seed": 0})
+    with pytest.raises(SystemExit) as exit_:
+        if sweep:
+            monkeypatch.setattr(cli, "sweep_jobs", lambda cfg: [["seed=0"], ["seed=1"]])
+            monkeypatch.setattr(hydra, "compose", lambda *a, **k: config)
+            getattr(cli, callback)().on_multirun_start(config, config_name="config")
+        else:
+            getattr(cli, callback)().on_run_start(config)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a defect of the check" in err

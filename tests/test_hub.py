@@ -49,3 +49,30 @@ def test_hub_error_names_the_id():
 
     err = hub_error("org/gated", OSError("You are trying to access a gated repo.\nMore lines"))
     assert isinstance(err, ConfigError) and "org/gated" in str(err) and "gated repo" in str(err) and "More" not in str(err)
+
+
+def test_a_local_checkpoint_directory_passes_and_a_folder_without_config_is_refused(tmp_path, monkeypatch):
+    """model.hub_id may name a directory (another run's final/, make demo-real-grpo's start),
+    relative to the working directory as from_pretrained reads it: one with config.json passes,
+    one without is no checkpoint."""
+    from aggc.hub import check_hub_model
+
+    (tmp_path / "run" / "final").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="without config.json"):
+        check_hub_model("run/final")
+    (tmp_path / "run" / "final" / "config.json").write_text("{}")
+    check_hub_model("run/final")
+    check_hub_model(str(tmp_path / "run" / "final"))
+
+
+@pytest.mark.parametrize("hub_id", ["runs/demo-real/smollm2_135m/arith/lora-global-no-completed-run/seed0/final",
+                                    "/no/such/checkpoint", "org/name/extra"])
+def test_a_path_that_is_neither_a_directory_nor_a_repo_id_is_a_config_error(tmp_path, monkeypatch, hub_id):
+    """huggingface_hub's own HFValidationError escaped the check before, and Hydra turned it into a
+    warning, so the job started unchecked and failed loading the model."""
+    from aggc.hub import check_hub_model
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="no such local directory, and not a hub repo id"):
+        check_hub_model(hub_id)

@@ -52,10 +52,14 @@ def fix_hint(message: str, cfg: DictConfig | None = None) -> str:
 
 
 def fail(err: Exception, cfg: DictConfig | None = None, job: list[str] | None = None) -> None:
-    """Report a user error in two lines and exit 2, or re-raise under HYDRA_FULL_ERROR=1."""
+    """Report a user error in two lines and exit 2, or re-raise under HYDRA_FULL_ERROR=1. An
+    exception that is no user error (a defect of a check) is printed with its traceback."""
+    from omegaconf.errors import OmegaConfBaseException
+
     from .data.formats import DataError
 
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    user_error = isinstance(err, (ConfigError, HydraException, OmegaConfBaseException))
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" or not user_error:
         # Hydra turns an exception raised in a callback into a warning and runs the job (every
         # job of a sweep) anyway: the trace is printed here and the command stops
         traceback.print_exception(err)
@@ -154,35 +158,6 @@ def check_model(cfg: DictConfig) -> None:
         check_hub_model(cfg.model.hub_id, cfg.model.get("revision"))
 
 
-class CheckConfig(Callback):
-    """Validate the run config and its local training data (every sweep job's, in a
-    multirun) before any job starts."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            task = task_config(config)
-            validate(task)
-            check_data(task)
-            check_model(task)
-        except (ConfigError, HydraException) as err:  # a sweep job that does not compose too
-            fail(err, config)
-
-    def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
-        from hydra import compose
-
-        seen: set = set()
-        for job in sweep_jobs(config):
-            composed = config
-            try:
-                composed = compose(config_name, overrides=job, return_hydra_config=True)
-                task = task_config(composed)
-                validate(task)
-                check_data(task, seen)
-                check_model(task)
-            except (ConfigError, HydraException) as err:  # a sweep job that does not compose too
-                fail(err, composed, job)
-
-
 def check_eval(cfg: DictConfig) -> None:
     """aggc-eval's `run` (a training run directory with its final model) and its generation
     settings; the GPU of `device=cuda` and the benchmark's files are checked when it starts."""
@@ -228,40 +203,58 @@ def check_replay(cfg: DictConfig) -> None:
 
 class ComposeCheck(Callback):
     """Runs `check` on the composed config (every sweep job's, in a multirun) before any job
-    starts: a user error fails in two lines, before torch loads."""
+    starts: a user error fails in two lines, before torch loads. Any other exception stops the
+    command too, with its traceback: Hydra would turn it into a warning and start every job
+    unchecked."""
 
     @staticmethod
-    def check(cfg: DictConfig) -> None:
+    def check(cfg: DictConfig, seen: set) -> None:
+        """`seen`: what earlier jobs of the same sweep had checked (a shared data file, once)."""
         raise NotImplementedError
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            self.check(task_config(config))
-        except (ConfigError, HydraException) as err:  # a sweep job that does not compose too
+            self.check(task_config(config), set())
+        except Exception as err:  # noqa: BLE001 - see the class docstring
             fail(err, config)
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         from hydra import compose
 
+        seen: set = set()
         for job in sweep_jobs(config):
             composed = config
             try:
                 composed = compose(config_name, overrides=job, return_hydra_config=True)
-                self.check(task_config(composed))
-            except (ConfigError, HydraException) as err:  # a sweep job that does not compose too
+                self.check(task_config(composed), seen)
+            except Exception as err:  # noqa: BLE001 - a sweep job that does not compose too
                 fail(err, composed, job)
+
+
+class CheckConfig(ComposeCheck):
+    """aggc-train's run config, its local training data and its model (conf/config.yaml)."""
+
+    @staticmethod
+    def check(cfg: DictConfig, seen: set) -> None:
+        validate(cfg)
+        check_data(cfg, seen)
+        check_model(cfg)
 
 
 class CheckEval(ComposeCheck):
     """aggc-eval's run directory and settings (conf/evaluate.yaml)."""
 
-    check = staticmethod(check_eval)
+    @staticmethod
+    def check(cfg: DictConfig, seen: set) -> None:
+        check_eval(cfg)
 
 
 class CheckReplay(ComposeCheck):
     """aggc-replay's norms file, output and clip settings (conf/replay.yaml)."""
 
-    check = staticmethod(check_replay)
+    @staticmethod
+    def check(cfg: DictConfig, seen: set) -> None:
+        check_replay(cfg)
 
 
 # What `aggc-ls` lists: each config group of conf/, as the commands name it.

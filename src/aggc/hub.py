@@ -7,6 +7,8 @@ fails in a second with its id and what to do, not after 25-60 s in the hub's `OS
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .config import ConfigError
 
 
@@ -17,13 +19,26 @@ def how_to_provide(hub_id: str) -> str:
 
 
 def check_hub_model(hub_id: str, revision: str | None = None) -> None:
-    """Offline, the checkpoint's config.json must be in the local Hugging Face cache. Online,
-    nothing is checked here (from_pretrained downloads it; `hub_error` words its failure)."""
+    """A local checkpoint directory (what from_pretrained loads when the path is a directory:
+    another run's `final/`, make demo-real-grpo's start point) must hold config.json. Otherwise
+    the id must be a repo id; offline, its config.json must be in the local Hugging Face cache.
+    Online, a repo id is not checked here (from_pretrained downloads it; `hub_error` words its
+    failure)."""
     from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
 
-    if not constants.HF_HUB_OFFLINE:
+    local = Path(hub_id)
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ConfigError(f"model.hub_id={hub_id}: a directory without config.json, so not a checkpoint "
+                              "(a finished run's is its final/ folder)")
         return
-    if isinstance(try_to_load_from_cache(hub_id, "config.json", revision=revision), str):
+    try:
+        cached = try_to_load_from_cache(hub_id, "config.json", revision=revision)
+    except HFValidationError as err:
+        raise ConfigError(f"model.hub_id={hub_id}: no such local directory, and not a hub repo id "
+                          f"({str(err).splitlines()[0]})") from None
+    if not constants.HF_HUB_OFFLINE or isinstance(cached, str):
         return
     raise ConfigError(f"model.hub_id={hub_id}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
                       f"HF_HUB_OFFLINE=1: {how_to_provide(hub_id)}")
