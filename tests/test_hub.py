@@ -76,3 +76,47 @@ def test_a_path_that_is_neither_a_directory_nor_a_repo_id_is_a_config_error(tmp_
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="no such local directory, and not a hub repo id"):
         check_hub_model(hub_id)
+
+
+@pytest.mark.parametrize("hub_id, revision, says", [
+    (None, None, "model.hub_id=None: a hub repo id (org/name) or a local checkpoint directory"),
+    (123, None, "model.hub_id=123: a hub repo id"),
+    ("", None, "model.hub_id='': a hub repo id"),   # not the working directory, which Path('') is
+    ("org/name", 1234567, "model.revision=1234567: a branch, tag or commit hash as a string"),
+    ("a" * 300, None, "not a hub repo id"),   # a name too long to stat is no directory, as from_pretrained reads it
+])
+def test_a_hub_id_or_revision_of_the_wrong_kind_is_a_config_error(tmp_path, monkeypatch, hub_id, revision, says):
+    """Values Hydra hands over as null or numbers (`model.revision=1234567`, an all-digit commit
+    hash) are user errors in two lines, not a TypeError/OSError traceback from inside the check."""
+    from aggc.hub import check_hub_model
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        check_hub_model(hub_id, revision)
+    assert says in str(err.value)
+
+
+def test_a_missing_pinned_revision_names_it_and_how_to_download_it(tmp_path):
+    """Offline, a cached repo without the pinned revision: the message and its `hf download`
+    name the revision (downloading the default branch would not help)."""
+    _cached(tmp_path, "org/present")
+    code = ("from aggc.hub import check_hub_model\nfrom aggc.config import ConfigError\n"
+            "check_hub_model('org/present', 'main')\n"
+            "try:\n    check_hub_model('org/present', 'v1.0')\nexcept ConfigError as e:\n    print(e)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "model.revision=v1.0" in proc.stdout and "hf download org/present --revision v1.0" in proc.stdout, proc.stdout
+
+
+def test_a_local_checkpoint_that_cannot_load_is_not_told_to_download(tmp_path, monkeypatch):
+    """A local directory (config.json passes the compose-time check, the weights are missing)
+    fails loading with what it lacks, not with `hf download <the path>`."""
+    from aggc.hub import hub_error
+
+    (tmp_path / "final").mkdir()
+    monkeypatch.chdir(tmp_path)
+    err = hub_error("final", OSError("Error no file named model.safetensors found in directory final."))
+    assert "model.hub_id=final" in str(err) and "model.safetensors" in str(err) and "weights" in str(err)
+    assert "hf download" not in str(err)
+    assert "hf download org/name" in str(hub_error("org/name", OSError("404")))

@@ -7,14 +7,16 @@ fails in a second with its id and what to do, not after 25-60 s in the hub's `OS
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .config import ConfigError
 
 
-def how_to_provide(hub_id: str) -> str:
-    return (f"download it where the hub is reachable (`hf auth login`, then `hf download {hub_id}`; a gated model needs "
-            "its access granted on the hub) into this cache, or point HF_HOME / HF_HUB_CACHE at a cache that holds it; "
+def how_to_provide(hub_id: str, revision: str | None = None) -> str:
+    pin = f" --revision {revision}" if revision else ""
+    return (f"download it where the hub is reachable (`hf auth login`, then `hf download {hub_id}{pin}`; a gated model "
+            "needs its access granted on the hub) into this cache, or point HF_HOME / HF_HUB_CACHE at a cache that holds it; "
             "or train a local model (model=tiny_llama, model=smollm2_135m: model.kind=tiny / gguf)")
 
 
@@ -27,8 +29,13 @@ def check_hub_model(hub_id: str, revision: str | None = None) -> None:
     from huggingface_hub import constants, try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 
+    if not isinstance(hub_id, str) or not hub_id.strip():
+        raise ConfigError(f"model.hub_id={hub_id!r}: a hub repo id (org/name) or a local checkpoint directory")
+    if revision is not None and not isinstance(revision, str):  # Hydra reads an all-digit commit hash as a number
+        raise ConfigError(f"model.revision={revision!r}: a branch, tag or commit hash as a string (quote it: "
+                          f"model.revision='\"{revision}\"')")
     local = Path(hub_id)
-    if local.is_dir():
+    if os.path.isdir(local):  # os.path: False for any path it cannot stat (a name too long), as from_pretrained reads it
         if not (local / "config.json").is_file():
             raise ConfigError(f"model.hub_id={hub_id}: a directory without config.json, so not a checkpoint "
                               "(a finished run's is its final/ folder)")
@@ -40,11 +47,17 @@ def check_hub_model(hub_id: str, revision: str | None = None) -> None:
                           f"({str(err).splitlines()[0]})") from None
     if not constants.HF_HUB_OFFLINE or isinstance(cached, str):
         return
-    raise ConfigError(f"model.hub_id={hub_id}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
-                      f"HF_HUB_OFFLINE=1: {how_to_provide(hub_id)}")
+    pinned = f" at model.revision={revision}" if revision else ""
+    raise ConfigError(f"model.hub_id={hub_id}: no such local directory, and not in the local Hugging Face cache"
+                      f"{pinned} ({constants.HF_HUB_CACHE}) with HF_HUB_OFFLINE=1: {how_to_provide(hub_id, revision)}")
 
 
 def hub_error(hub_id: str, err: OSError) -> ConfigError:
-    """The hub's own failure (not found, gated, no network) as one message with the id."""
+    """The hub's own failure (not found, gated, no network) as one message with the id; for a
+    local checkpoint directory, what it lacks (nothing to download)."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if os.path.isdir(hub_id):
+        return ConfigError(f"model.hub_id={hub_id}: the local checkpoint directory cannot be loaded ({first}): it must "
+                           "hold what save_pretrained writes, the weights and the tokenizer beside config.json (a "
+                           "finished run's final/ folder)")
     return ConfigError(f"model.hub_id={hub_id}: cannot be loaded ({first}): {how_to_provide(hub_id)}")
