@@ -289,3 +289,27 @@ def test_a_check_that_crashes_stops_the_command_instead_of_a_warning(monkeypatch
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: a defect of the check" in err
+    assert ("(sweep job seed=0)" in err) == sweep, err  # which job of a sweep the check stopped at
+
+
+@pytest.mark.parametrize("module", ["train", "evaluate", "replay"])
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_job_run_in_its_output_directory_is_refused_at_compose_time(tmp_path, module, sweep):
+    """The checks read relative paths (model.hub_id, data.path, run, norms) from the directory
+    the command starts in: with hydra.job.chdir=true the job read them from its output directory
+    (aggc-train: the run directory), so a checked local checkpoint was not found when loading.
+    Refused for every command, in a sweep too (its hydra.* overrides are no job's)."""
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    (tmp_path / "run" / "final").mkdir(parents=True)
+    (tmp_path / "run" / "final" / "config.json").write_text("{}")
+    (tmp_path / "norms.jsonl").write_text('{"step": 1, "norms": {"a": 1.0}}\n')
+    args = {"train": ["model=smollm2_135m", "model.kind=hub", "model.hub_id=ckpt", "train.max_steps=1", "seed=0,1" if sweep else "seed=0",
+                      f"runs_root={tmp_path / 'out'}"],
+            "evaluate": ["run=run,run" if sweep else "run=run", "eval=arith", "max_gen_toks=1"],
+            "replay": ["norms=norms.jsonl", "out=out/replayed.jsonl", "total_steps=0,1" if sweep else "total_steps=0"]}[module]
+    proc = subprocess.run([sys.executable, "-m", f"aggc.{module}", *(["-m"] if sweep else []), *args, "hydra.job.chdir=true",
+                           "hydra.sweep.dir=sweep"], capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 2 and "hydra.job.chdir=true" in lines[0], proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "norms.jsonl", "run"], "no job ran"

@@ -59,12 +59,13 @@ def fail(err: Exception, cfg: DictConfig | None = None, job: list[str] | None = 
     from .data.formats import DataError
 
     user_error = isinstance(err, (ConfigError, HydraException, OmegaConfBaseException))
+    where = f" (sweep job {' '.join(job)})" if job else ""
     if os.environ.get("HYDRA_FULL_ERROR") == "1" or not user_error:
         # Hydra turns an exception raised in a callback into a warning and runs the job (every
         # job of a sweep) anyway: the trace is printed here and the command stops
         traceback.print_exception(err)
+        sys.stderr.write(f"{program()}: the compose-time check stopped the command{where}\n")
         sys.exit(2)
-    where = f" (sweep job {' '.join(job)})" if job else ""
     if isinstance(err, DataError):
         hint = "fix: correct that record, or point the data config (data.path, GLUE: data.root) at another file"
         sys.stderr.write(f"{program()}: invalid data{where}: {err}\n  {hint}\n")
@@ -201,6 +202,16 @@ def check_replay(cfg: DictConfig) -> None:
         raise ConfigError(f"total_steps={steps!r}: an integer >= 0 (0: the number of steps in the file)")
 
 
+def check_workdir(config: DictConfig) -> None:
+    """The checks read a config's relative paths (model.hub_id, data.path, run, norms) from the
+    directory the command starts in, as its jobs do; `hydra.job.chdir=true` would run each job
+    in its output directory (aggc-train: the run directory), where they name other files."""
+    if OmegaConf.select(config, "hydra.job.chdir", default=None):
+        raise ConfigError(f"hydra.job.chdir=true: {program()} reads the relative paths of its config from the directory "
+                          "it starts in (they are checked there before any job runs), not from a job's output directory: "
+                          "keep hydra.job.chdir=false")
+
+
 class ComposeCheck(Callback):
     """Runs `check` on the composed config (every sweep job's, in a multirun) before any job
     starts: a user error fails in two lines, before torch loads. Any other exception stops the
@@ -214,6 +225,7 @@ class ComposeCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
+            check_workdir(config)
             self.check(task_config(config), set())
         except Exception as err:  # noqa: BLE001 - see the class docstring
             fail(err, config)
@@ -221,6 +233,10 @@ class ComposeCheck(Callback):
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         from hydra import compose
 
+        try:
+            check_workdir(config)  # a command line's hydra.* overrides are not in the jobs' overrides
+        except ConfigError as err:
+            fail(err, config)
         seen: set = set()
         for job in sweep_jobs(config):
             composed = config
