@@ -188,10 +188,12 @@ def test_eval_without_a_finished_run_fails_in_two_lines_without_traceback(tmp_pa
     assert says in lines[0] and lines[1].strip().startswith("fix: pass run=")
 
 
-@pytest.mark.parametrize("bad", ["max_gen_toks=-5", "batch_size=0", "backend=tgi", "device=gpu", "dtype=float16"])
+@pytest.mark.parametrize("bad", ["max_gen_toks=-5", "batch_size=0", "backend=tgi", "device=gpu", "dtype=float16",
+                                 "eval.arith=null", "eval.arith.eval_size=0"])
 def test_eval_bad_settings_fail_before_the_model_loads(tmp_path, bad):
     """max_gen_toks=-5 failed in a traceback after loading the model; batch_size=0 evaluated;
-    dtype=float16 was refused only once the evaluation had started."""
+    dtype=float16 was refused only once the evaluation had started; eval.arith=null crashed the
+    check itself (an AttributeError traceback)."""
     run = tmp_path / "run"
     (run / "final").mkdir(parents=True)
     (run / "final" / "config.json").write_text("{}")

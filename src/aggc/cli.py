@@ -22,7 +22,7 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from .config import ConfigError, validate
+from .config import ConfigError, require_positive_int, validate
 
 _KEY = re.compile(r"^([A-Za-z_][\w]*(?:\.[\w]+)*)[=:]")
 
@@ -172,8 +172,13 @@ def check_eval(cfg: DictConfig) -> None:
         raise ConfigError(f"backend={cfg.backend!r}: must be one of {', '.join(BACKENDS)}")
     choose_device(cfg.device, cuda_available=True)  # its spelling (auto, cpu, cuda[:N]) here
     eval_dtype(cfg)
-    if cfg.eval.get("data") == "arith":
-        check_arith_templates(cfg.eval.get("arith", {}).get("templates"), "eval.arith.templates")
+    if cfg.eval.get("data") == "arith":  # the held-out problems generated as the evaluation will
+        arith = cfg.eval.get("arith")
+        if not isinstance(arith, DictConfig):
+            raise ConfigError(f"eval.arith={arith!r}: the generated problems' settings, {{eval_size: N, seed: S}} "
+                              "(and templates)")
+        require_positive_int("eval.arith.eval_size", arith.get("eval_size"))
+        check_arith_templates(arith.get("templates"), "eval.arith.templates")
     if OmegaConf.is_missing(cfg, "run"):
         raise ConfigError("run: missing; pass run=<a training run directory> (aggc-train prints it at start)")
     run = str(cfg.run)
