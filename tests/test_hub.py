@@ -51,10 +51,11 @@ def test_hub_error_names_the_id():
     assert isinstance(err, ConfigError) and "org/gated" in str(err) and "gated repo" in str(err) and "More" not in str(err)
 
 
-def test_a_local_checkpoint_directory_passes_and_a_folder_without_config_is_refused(tmp_path, monkeypatch):
+def test_a_local_checkpoint_directory_passes_and_a_folder_without_config_or_weights_is_refused(tmp_path, monkeypatch):
     """model.hub_id may name a directory (another run's final/, make demo-real-grpo's start),
-    relative to the working directory as from_pretrained reads it: one with config.json passes,
-    one without is no checkpoint."""
+    relative to the working directory as from_pretrained reads it: one with config.json and
+    weights passes; one without config.json is no checkpoint, and one without weights (killed
+    while saving) passed the check before and failed when the job loaded it."""
     from aggc.hub import check_hub_model
 
     (tmp_path / "run" / "final").mkdir(parents=True)
@@ -62,8 +63,20 @@ def test_a_local_checkpoint_directory_passes_and_a_folder_without_config_is_refu
     with pytest.raises(ConfigError, match="without config.json"):
         check_hub_model("run/final")
     (tmp_path / "run" / "final" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="config.json but no weights"):
+        check_hub_model("run/final")
+    (tmp_path / "run" / "final" / "model.safetensors").write_bytes(b"")
     check_hub_model("run/final")
     check_hub_model(str(tmp_path / "run" / "final"))
+
+
+def test_the_weight_file_names_are_those_save_pretrained_writes():
+    """The check names them without importing transformers; they must stay transformers' own."""
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+    from aggc.hub import WEIGHT_FILES
+
+    assert WEIGHT_FILES == (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 
 
 @pytest.mark.parametrize("hub_id", ["runs/demo-real/smollm2_135m/arith/lora-global-no-completed-run/seed0/final",

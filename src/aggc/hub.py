@@ -20,9 +20,14 @@ def how_to_provide(hub_id: str, revision: str | None = None) -> str:
             "or train a local model (model=tiny_llama, model=smollm2_135m: model.kind=tiny / gguf)")
 
 
+# What save_pretrained writes as a model's weights (transformers.utils names them; read here as
+# plain names so the compose-time check does not import transformers).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
 def check_hub_model(hub_id: str, revision: str | None = None) -> None:
     """A local checkpoint directory (what from_pretrained loads when the path is a directory:
-    another run's `final/`, make demo-real-grpo's start point) must hold config.json. Otherwise
+    another run's `final/`, make demo-real-grpo's start point) must hold config.json and the weights. Otherwise
     the id must be a repo id; offline, its config.json must be in the local Hugging Face cache.
     Online, a repo id is not checked here (from_pretrained downloads it; `hub_error` words its
     failure)."""
@@ -39,6 +44,10 @@ def check_hub_model(hub_id: str, revision: str | None = None) -> None:
         if not (local / "config.json").is_file():
             raise ConfigError(f"model.hub_id={hub_id}: a directory without config.json, so not a checkpoint "
                               "(a finished run's is its final/ folder)")
+        if not any((local / name).is_file() for name in WEIGHT_FILES):
+            raise ConfigError(f"model.hub_id={hub_id}: config.json but no weights ({', '.join(WEIGHT_FILES)}), so not "
+                              "a whole checkpoint (a run killed while saving, or a PEFT adapter folder: a finished "
+                              "run's final/ holds the merged model)")
         return
     try:
         cached = try_to_load_from_cache(hub_id, "config.json", revision=revision)
