@@ -56,3 +56,15 @@ def test_replay_rejects_bad_key_before_reading(tmp_path):
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert proc.returncode != 0 and "clip.beta" in proc.stderr
+
+
+def test_replay_refuses_adagc_at_compose_time(tmp_path):
+    """AdaGC's factors are per tensor, so logged group norms cannot replay them: refused as
+    every compose-time error is (exit 2, the message and a fix), not by Hydra's job-failure
+    report after the job started."""
+    (tmp_path / "norms.jsonl").write_text('{"step": 1, "norms": {"q_proj": 1.0}}\n')
+    proc = subprocess.run([sys.executable, "-m", "aggc.replay", "norms=norms.jsonl", "out=o.jsonl", "clip=adagc"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 2 and "per-group norms cannot replay it" in lines[0], proc.stderr
+    assert not (tmp_path / "o.jsonl").exists()

@@ -191,15 +191,17 @@ def check_eval(cfg: DictConfig) -> None:
 def check_replay(cfg: DictConfig) -> None:
     """aggc-replay's inputs: `norms` and `out` given, the norms file there, the clip settings valid."""
     from .clipping.config import ClipConfigError
-    from .config import clip_config
+    from .config import ADAGC_NOT_REPLAYABLE, clip_config
 
     for key, what in (("norms", "a run's metrics.jsonl"), ("out", "the JSONL file to write")):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key}: missing; pass {key}=<{what}>")
     try:
-        clip_config(cfg)
+        settings = clip_config(cfg)
     except ClipConfigError as err:
         raise ConfigError(str(err)) from err
+    if settings.mode == "adagc":
+        raise ConfigError(ADAGC_NOT_REPLAYABLE)
     if not os.path.isfile(str(cfg.norms)):
         raise ConfigError(f"norms={cfg.norms}: no such file")
     steps = cfg.total_steps

@@ -75,6 +75,10 @@ class ConfigError(ValueError, CompactHydraException):
     traceback (HYDRA_FULL_ERROR=1 shows one)."""
 
 
+# Replay recomputes factors from per-group norms; AdaGC's are per tensor (aggc-replay and replay()).
+ADAGC_NOT_REPLAYABLE = "clip.mode=adagc clips each tensor on its own: per-group norms cannot replay it"
+
+
 def clip_config(cfg: DictConfig) -> ClipConfig:
     """`cfg.clip` as a validated `ClipConfig` (the `name` key is the preset's label)."""
     values = OmegaConf.to_container(cfg.clip, resolve=True)

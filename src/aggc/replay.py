@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from .clipping import ClipConfig
 from .clipping.rules import STATE_DTYPE, build_rule, learning_mask
-from .config import ConfigError, clip_config
+from .config import ADAGC_NOT_REPLAYABLE, ConfigError, clip_config
 from .paths import CONF_DIR
 
 
@@ -39,7 +39,7 @@ def read_norms(path: Path) -> list[dict]:
 def replay(records: list[dict], config: ClipConfig, total_steps: int = 0) -> list[dict]:
     """The per-step, per-group `{norm, lower, upper, scale, ema}` these settings give."""
     if config.mode == "adagc":
-        raise ConfigError("clip.mode=adagc clips each tensor on its own: per-group norms cannot replay it")
+        raise ConfigError(ADAGC_NOT_REPLAYABLE)
     groups = list(dict.fromkeys(g for r in records for g in r["norms"]))
     rule = build_rule(config, len(groups))
     rule.total_steps = total_steps or len(records)
