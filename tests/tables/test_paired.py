@@ -5,7 +5,7 @@ rates (simulated false-positive rate near α, power near 80% at the stated MDE).
 import numpy as np
 import pytest
 
-from aggc.tables import paired
+from aggc.tables import PAIRED_HEADER, paired
 from aggc.tables.paired import ALPHA, compare, item_values, paired_statistics, verdict
 
 
@@ -71,7 +71,7 @@ def test_no_difference_is_found_where_there_is_none():
 def test_identical_rows_have_no_difference_and_no_mde():
     ref = 100.0 * (np.random.default_rng(5).random((3, 50)) < 0.5)
     r = paired_statistics(ref, ref.copy(), paper=None)
-    assert (r.delta, r.low, r.high, r.p, r.mde) == (0.0, 0.0, 0.0, 1.0, None)
+    assert (r.delta, r.low, r.high, r.p, r.p_seeds, r.mde) == (0.0, None, None, 1.0, None, None)
 
 
 def test_same_input_same_numbers():
@@ -82,11 +82,66 @@ def test_same_input_same_numbers():
 
 
 def test_verdict_rules():
-    assert verdict(3.0, 1.0, 5.0, 0.01, None) == "differs"
-    assert verdict(3.0, -1.0, 5.0, 0.2, None) == "no difference found"
-    assert verdict(3.0, 1.0, 5.0, 0.01, 4.0) == "consistent with the paper"
-    assert verdict(3.0, 1.0, 5.0, 0.01, 6.0) == "contradicts the paper"
-    assert verdict(1.0, -1.0, 3.0, 0.3, 2.0) == "inconclusive at this n"
+    """Item-level verdicts, carried across seeds only where the per-seed Δs agree (t-test)."""
+    seeds_agree, seeds_disagree = (2.9, 3.0, 3.1), (0.5, 1.0, 7.5)
+    assert verdict(3.0, 1.0, 5.0, 0.01, None, seeds_agree) == "differs"
+    assert verdict(3.0, 1.0, 5.0, 0.01, None, seeds_disagree) == "differs on these seeds only"
+    assert verdict(3.0, 1.0, 5.0, 0.01, None, (3.0,)) == "differs on these seeds only"  # one seed: no seed-level test
+    assert verdict(3.0, -1.0, 5.0, 0.2, None, seeds_agree) == "no difference found"
+    assert verdict(3.0, 1.0, 5.0, 0.01, 4.0, seeds_agree) == "consistent with the paper"
+    assert verdict(3.0, 1.0, 5.0, 0.01, 4.0, seeds_disagree) == "consistent with the paper on these seeds only"
+    assert verdict(3.0, 1.0, 5.0, 0.01, 6.0, seeds_agree) == "contradicts the paper"
+    assert verdict(3.0, 1.0, 5.0, 0.01, 6.0, seeds_disagree) == "contradicts the paper on these seeds only"
+    assert verdict(1.0, -1.0, 3.0, 0.3, 2.0, seeds_agree) == "inconclusive at this n"
+    assert verdict(0.0, None, None, 1.0, 5.0, (0.0, 0.0, 0.0)) == "inconclusive at this n"  # no interval to exclude it
+
+
+def test_a_difference_between_trained_models_is_not_called_a_difference_between_strategies(fast):
+    """A null at the strategy level: both rows are the same strategy, but every trained model
+    (row x seed) has its own accuracy offset, as training seeds give. The item-level test,
+    conditional on the models, finds these models differ often; the unqualified verdict
+    "differs" (which claims the seeds agree) stays near α; the rest say "on these seeds only"."""
+    rng = np.random.default_rng(8)
+
+    def model(logits):
+        shifted = logits + rng.normal(0, 0.3) + rng.normal(0, 0.5, len(logits))
+        return 100.0 * (rng.random(len(logits)) < 1 / (1 + np.exp(-shifted)))
+
+    results = []
+    for _ in range(100):
+        logits = np.log(1 / rng.uniform(0.2, 0.8, 200) - 1)
+        ref, new = (np.array([model(logits) for _ in range(3)]) for _ in range(2))
+        results.append(paired_statistics(ref, new, paper=None))
+    assert np.mean([r.p < ALPHA for r in results]) > 0.15
+    assert np.mean([r.verdict == "differs" for r in results]) <= 0.10
+    assert all(r.verdict in ("no difference found", "differs on these seeds only") or r.verdict == "differs" and r.p_seeds < ALPHA
+               for r in results)
+
+
+def test_equal_item_differences_have_no_interval_and_cannot_contradict_the_paper():
+    """Two identical items: a bootstrap interval of zero width said "contradicts the paper"
+    (paper Δ 5) from 2 items, while one differing item of 2 said "inconclusive"."""
+    same = compare({0: {"a": 0.0, "b": 0.0}}, {0: {"a": 0.0, "b": 0.0}}, 5.0)
+    assert (same.low, same.high, same.verdict) == (None, None, "inconclusive at this n")
+    both = compare({0: {"a": 0.0, "b": 0.0}}, {0: {"a": 100.0, "b": 100.0}}, None)
+    assert (both.low, both.high, both.p, both.verdict) == (None, None, 0.5, "no difference found")
+
+
+def test_a_non_finite_item_value_is_refused():
+    with pytest.raises(ValueError, match="finite"):
+        paired_statistics(np.array([[0.0, 100.0, 0.0]]), np.array([[0.0, np.nan, 100.0]]), paper=None)
+
+
+def test_p_at_the_resampling_floor_is_shown_as_a_bound():
+    """No permutation of 9999 reaches a large difference over 200 items: p is printed as "≤0.0002",
+    not as if measured; an exact test over a few items is printed as it is."""
+    from aggc.tables import _paired_cells
+
+    rng = np.random.default_rng(9)
+    big = paired_statistics(*draw(rng, np.full(200, 0.2), 0.5), paper=None)
+    few = paired_statistics(np.array([[0.0] * 4 + [100.0] * 4]), np.array([[100.0] * 8]), paper=None)
+    assert big.p_at_floor and _paired_cells({"result": big})[2] == "≤0.0002"
+    assert not few.p_at_floor and _paired_cells({"result": few})[2] == f"{few.p:.4f}"
 
 
 def test_compare_pairs_seeds_and_items_and_refuses_different_items():
@@ -167,9 +222,9 @@ def test_demo_table_from_eval_files_finds_the_built_in_difference_and_no_other(t
             completed_run(run, train_config(cfg, spec, cell))
             evaluated(run, evals["arith"], correct=correct(cell))
     md = tables_cli(tmp_path, "demo", "table.name=mini", "~table.figure")  # no metrics.jsonl to draw
-    lines = {tuple(c.strip() for c in line.split("|")[3:5]): line for line in md.splitlines() if line.count("|") == 13}
+    lines = {tuple(c.strip() for c in line.split("|")[3:5]): line for line in md.splitlines() if line.count("|") == 5 + len(PAIRED_HEADER)}
     control = lines[("Control: LoRA, clip at 1e-7", "LoRA")].split("|")
-    assert control[9].strip() == "differs" and float(control[7]) < ALPHA
+    assert control[10].strip() == "differs" and float(control[7].strip(" ≤")) < ALPHA and float(control[8]) < ALPHA
     low, high = map(float, control[6].strip(" []").split(","))
     truth = 100 * (0.1 - p_items.mean())
     assert low <= truth <= high
@@ -177,7 +232,7 @@ def test_demo_table_from_eval_files_finds_the_built_in_difference_and_no_other(t
     rows = list(csv.DictReader((tmp_path / "out" / "mini.paired.csv").open()))
     assert [(r["row"], r["verdict"]) for r in rows] == [("AGGC", "no difference found"), ("AGGC", "no difference found"),
                                                         ("Control: LoRA, clip at 1e-7", "differs")]
-    assert r"Control: LoRA, clip at 1e-7 & LoRA & -" in (tmp_path / "out" / "mini.tex").read_text()
+    assert r"Control: LoRA, clip at 1e-7 & LoRA & $-$" in (tmp_path / "out" / "mini.tex").read_text()
 
 
 def test_mt_bench_items_under_its_own_eval_config():

@@ -58,7 +58,7 @@ def test_table2_renders_paper_beside_ours(tmp_path):
     csv_rows = paths["csv"].read_text().splitlines()
     assert "deberta_v3_base,AGGC,avg,85.0000,63.5310,2,90.1,-5.1000" in csv_rows
     # AGGC vs LoRA per task (not the mean column), the paper's Δ beside; no per-item verdicts in these files
-    assert "| deberta_v3_base | RTE | AGGC | LoRA | — | — | — | +5.78 | no per-item scores" in md
+    assert "| deberta_v3_base | RTE | AGGC | LoRA | — | — | — | — | +5.78 | no per-item scores" in md
     assert "| ALL (mean) |" not in md.split("**Paired comparisons**")[1]
 
 

@@ -78,8 +78,8 @@ def test_render_from_result_files_matches_hand_checked_markdown(tmp_path):
 """
     assert md.startswith(expected)
     # its comparisons (conf/table/table1.yaml): the paper's Δ beside each, ours only from per-item verdicts
-    assert "| mistral_7b | GSM8K | AGGC | LoRA | — | — | — | +3.43 | no results | — | — | — |" in md
-    assert "| mistral_7b | GSM8K | AGGC | LoRA (no clip) | — | — | — | — | no per-item scores" in md
+    assert "| mistral_7b | GSM8K | AGGC | LoRA | — | — | — | — | +3.43 | no results | — | — | — |" in md
+    assert "| mistral_7b | GSM8K | AGGC | LoRA (no clip) | — | — | — | — | — | no per-item scores" in md
     csv_text = (tmp_path / "out" / "mini.csv").read_text().splitlines()
     assert csv_text[0] == "model,strategy,benchmark,mean,ci95,n,paper,diff"
     assert "mistral_7b,AGGC,gsm8k,72.0000,4.9683,3,72.93,-0.9300" in csv_text

@@ -248,14 +248,12 @@ def markdown(spec: dict, rows: list[dict], pairs: list[dict] = ()) -> str:
         lines[-1] += f" {MIXED_MARK}: {MIXED_NOTE}"
     if pairs:
         lines += ["", "**Paired comparisons** (row − reference, same items and seeds):", "",
-                  "| Model | Benchmark | Row | Reference | " + " | ".join(PAIRED_HEADER) + " |", "|---|---|---|---|" + "---:|" * 4 + "---|" + "---:|" * 3]
+                  "| Model | Benchmark | Row | Reference | " + " | ".join(PAIRED_HEADER) + " |", "|---|---|---|---|" + "---:|" * 5 + "---|" + "---:|" * 3]
         for c in pairs:
             lines.append("| " + " | ".join([*map(_md, [c["model"], c["column"], c["row"], c["reference"]]), *_paired_cells(c)])
                          + " |")
         lines += ["", "Paired comparisons: Δ = mean over items of the row's minus the reference's item score, each item "
-                  f"averaged over the seeds both have; 95% CI: {METHOD}. Verdict: the paper's Δ outside the CI contradicts "
-                  "it; inside it with p < 0.05 and the same sign is consistent; otherwise inconclusive at this n (README, "
-                  "Paired comparisons)."]
+                  f"averaged over the seeds both have; 95% CI: {METHOD}. {VERDICT_RULE}"]
     return "\n".join(lines) + "\n"
 
 
@@ -264,15 +262,21 @@ def _md(text: str) -> str:
     return str(text).replace("|", r"\|")
 
 
-PAIRED_HEADER = ["Δ (ours)", "95% CI", "p", "Δ (paper)", "Verdict", "MDE", "Items × seeds", "Δ per seed"]
+PAIRED_HEADER = ["Δ (ours)", "95% CI", "p", "p (seeds)", "Δ (paper)", "Verdict", "MDE", "Items × seeds", "Δ per seed"]
+VERDICT_RULE = ("Verdict: the paper's Δ outside the CI contradicts it; inside it with p < 0.05 and the same sign is "
+                "consistent; otherwise inconclusive at this n; without the paper's Δ: differs (p < 0.05) or no difference "
+                "found. p tests these trained models over the items; \"on these seeds only\": p (seeds) does not carry the "
+                "verdict across training seeds (README, Paired comparisons).")
 
 
 def _paired_cells(comparison: dict) -> list[str]:
     result = comparison["result"]
     if isinstance(result, str):  # the paper's Δ still shows
         paper = f"{comparison['paper']:+.2f}" if comparison["paper"] is not None else MISSING
-        return [MISSING, MISSING, MISSING, paper, result, MISSING, MISSING, MISSING]
-    return [f"{result.delta:+.2f}", f"[{result.low:+.2f}, {result.high:+.2f}]", f"{result.p:.4f}",
+        return [MISSING, MISSING, MISSING, MISSING, paper, result, MISSING, MISSING, MISSING]
+    return [f"{result.delta:+.2f}", f"[{result.low:+.2f}, {result.high:+.2f}]" if result.low is not None else MISSING,
+            ("≤" if result.p_at_floor else "") + f"{result.p:.4f}",
+            f"{result.p_seeds:.4f}" if result.p_seeds is not None else MISSING,
             f"{result.paper:+.2f}" if result.paper is not None else MISSING, result.verdict,
             f"{result.mde:.2f}" if result.mde is not None else MISSING, f"{result.items} × {len(result.seeds)}",
             ", ".join(f"{d:+.2f}" for d in result.per_seed)]
@@ -342,12 +346,12 @@ def latex(spec: dict, rows: list[dict], pairs: list[dict] = ()) -> str:
         out.append(r"% $^\ddagger$: " + tex(MIXED_NOTE))
     if pairs:
         out += ["", "% " + tex("Paired comparisons (row − reference, same items and seeds)"),
-                r"\begin{tabular}{llllrrrrlrrr}", r"\toprule",
+                r"\begin{tabular}{llllrrrrrlrrr}", r"\toprule",
                 " & ".join(tex(h) for h in ["Model", "Benchmark", "Row", "Reference", *PAIRED_HEADER]) + r" \\", r"\midrule"]
         for c in pairs:
-            out.append(" & ".join(tex(v) for v in [c["model"], c["column"], c["row"], c["reference"],
-                                                   *_paired_cells(c)]) + r" \\")
-        out += [r"\bottomrule", r"\end{tabular}", "% " + tex(f"95% CI: {METHOD}.")]
+            numbers = [v.replace("-", "−") for v in _paired_cells(c)]  # a minus sign, not a text hyphen
+            out.append(" & ".join(tex(v) for v in [c["model"], c["column"], c["row"], c["reference"], *numbers]) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", "% " + tex(f"95% CI: {METHOD}."), "% " + tex(VERDICT_RULE)]
     return "\n".join(out) + "\n"
 
 
@@ -365,16 +369,16 @@ def csv_rows(spec: dict, rows: list[dict]) -> list[list]:
 
 def paired_csv_rows(pairs: list[dict]) -> list[list]:
     """The paired comparisons, one line each (`note`: why a comparison has no numbers)."""
-    table = [["model", "benchmark", "row", "reference", "delta", "ci_low", "ci_high", "p", "paper_delta", "verdict", "mde",
-              "items", "seeds", "delta_per_seed", "note"]]
+    table = [["model", "benchmark", "row", "reference", "delta", "ci_low", "ci_high", "p", "p_seeds", "paper_delta", "verdict",
+              "mde", "items", "seeds", "delta_per_seed", "note"]]
     for c in pairs:
         head, r = [c["model"], c["benchmark"], c["row"], c["reference"]], c["result"]
         if isinstance(r, str):
             paper = f"{c['paper']:.4f}" if c["paper"] is not None else ""
-            table.append([*head, "", "", "", "", paper, "", "", 0, "", "", r])
+            table.append([*head, "", "", "", "", "", paper, "", "", 0, "", "", r])
             continue
-        table.append([*head, f"{r.delta:.4f}", f"{r.low:.4f}", f"{r.high:.4f}", f"{r.p:.4f}",
-                      f"{r.paper:.4f}" if r.paper is not None else "", r.verdict, f"{r.mde:.4f}" if r.mde is not None else "",
+        table.append([*head, f"{r.delta:.4f}", *(f"{v:.4f}" if v is not None else "" for v in (r.low, r.high)), f"{r.p:.4f}",
+                      f"{r.p_seeds:.4f}" if r.p_seeds is not None else "", f"{r.paper:.4f}" if r.paper is not None else "", r.verdict, f"{r.mde:.4f}" if r.mde is not None else "",
                       r.items, " ".join(map(str, r.seeds)), " ".join(f"{d:.4f}" for d in r.per_seed), ""])
     return table
 

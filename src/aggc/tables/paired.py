@@ -18,9 +18,19 @@ conf/table/*.yaml: `row` and `reference`, two row labels); for each model and co
 - MDE: the smallest |Δ| this comparison detects with 80% power at α = 0.05 (two-sided),
   by the normal approximation at the observed spread of the item differences:
   (z₀.₉₇₅ + z₀.₈₀) · sd(d) / √items. None when every item difference is the same.
+- p (seeds): a two-sided one-sample t-test of the per-seed Δs against 0 (scipy.stats.
+  ttest_1samp; the seeds as the sample): whether the difference holds across training
+  seeds, which the item-level test, conditional on the trained models, does not ask. None
+  with fewer than two seeds or the same Δ on every seed.
 - verdict: with the paper's Δ, "contradicts the paper" when the interval excludes it,
   "consistent with the paper" when it does not and p < α with the paper's sign, else
-  "inconclusive at this n"; without one, "differs" (p < α) or "no difference found".
+  "inconclusive at this n"; without one, "differs" (p < α) or "no difference found". A
+  verdict other than these last two and "inconclusive" holds across seeds only when the
+  seed-level test agrees (the per-seed Δs differ from 0, or from the paper's Δ for
+  "contradicts", at α); otherwise it says "on these seeds only".
+- A comparison whose item differences are all equal has no interval (a bootstrap over
+  identical values has zero width whatever the number of items), so it cannot contradict
+  the paper.
 
 Both resampling tests draw from a fixed seed: a table is reproduced byte for byte. The
 test is conditional on the trained models (the seeds are fixed, not resampled): it asks
@@ -42,8 +52,9 @@ N_RESAMPLES = 9999
 RNG_SEED = 0  # both resampling tests: a table renders the same every time
 BATCH = 500  # resamples at a time (memory: a GLUE dev set has up to 40k items)
 METHOD = ("bootstrap over items (BCa, 9999 resamples; an item with all its seeds), p: paired permutation "
-          "test over items (9999 resamples), MDE: smallest |Δ| detected with 80% power at α = 0.05 "
-          "(normal approximation at the observed item spread); fixed random seed")
+          "test over items (9999 resamples; ≤: none reached the observed Δ), p (seeds): t-test of the per-seed Δs "
+          "against 0, MDE: smallest |Δ| detected with 80% power at α = 0.05 (normal approximation at the observed "
+          "item spread); fixed random seed")
 
 
 def item_values(result: dict) -> dict[str, float] | None:
@@ -86,15 +97,22 @@ def _lm_eval_key(settings: dict) -> str:
 @dataclass(frozen=True)
 class Paired:
     delta: float
-    low: float
-    high: float
+    low: float | None  # None (and high): every item difference is the same (no spread to resample)
+    high: float | None
     p: float
+    p_seeds: float | None
     mde: float | None  # None: every item difference is the same (no spread to scale from)
     items: int
     seeds: tuple[int, ...]
     per_seed: tuple[float, ...]
     paper: float | None
     verdict: str
+
+    @property
+    def p_at_floor(self) -> bool:
+        """p is the smallest the resampled permutation test gives (no permutation reached the
+        observed Δ): the true p is at most this. An exact test (2^items ≤ resamples) has none."""
+        return 2 ** min(self.items, 64) > N_RESAMPLES and self.p <= 2 / (N_RESAMPLES + 1) + 1e-12
 
 
 def compare(reference: dict[int, dict[str, float]], row: dict[int, dict[str, float]], paper: float | None) -> Paired | str:
@@ -123,8 +141,10 @@ def paired_statistics(ref: np.ndarray, new: np.ndarray, paper: float | None, see
     def mean_difference(a, b, axis=-1):
         return np.mean(b - a, axis=axis)
 
-    if np.ptp(d) == 0:  # the same difference on every item: nothing to resample
-        low = high = delta
+    if not np.isfinite(d).all():
+        raise ValueError("paired_statistics: every item value must be a finite number")
+    if np.ptp(d) == 0:  # the same difference on every item: nothing to resample, no interval
+        low = high = None
         p = 1.0 if delta == 0 else float(stats.permutation_test(
             (x, y), mean_difference, permutation_type="samples", vectorized=True, n_resamples=N_RESAMPLES,
             batch=BATCH, rng=rng).pvalue)
@@ -138,14 +158,33 @@ def paired_statistics(ref: np.ndarray, new: np.ndarray, paper: float | None, see
         z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
         mde = float(z * d.std(ddof=1) / math.sqrt(len(d)))
     per_seed = tuple(float(v) for v in (new - ref).mean(axis=1))
-    return Paired(delta, low, high, p, mde, len(d), seeds, per_seed, paper, verdict(delta, low, high, p, paper))
+    return Paired(delta, low, high, p, seed_level_p(per_seed), mde, len(d), seeds, per_seed, paper,
+                  verdict(delta, low, high, p, paper, per_seed))
 
 
-def verdict(delta: float, low: float, high: float, p: float, paper: float | None) -> str:
+def seed_level_p(per_seed: tuple[float, ...], against: float = 0.0) -> float | None:
+    """Two-sided one-sample t-test of the per-seed Δs against `against`; None with fewer than
+    two seeds or no spread among them (the t statistic is undefined)."""
+    if len(per_seed) < 2 or np.ptp(per_seed) == 0:
+        return None
+    return float(stats.ttest_1samp(per_seed, against).pvalue)
+
+
+def verdict(delta: float, low: float | None, high: float | None, p: float, paper: float | None,
+            per_seed: tuple[float, ...]) -> str:
+    """The item-level verdict (module docstring), qualified "on these seeds only" where the
+    seed-level test does not carry it."""
+    def across(against: float) -> bool:
+        p_seeds = seed_level_p(per_seed, against)
+        return p_seeds is not None and p_seeds < ALPHA
+
+    def scope(text: str, against: float) -> str:
+        return text if across(against) else f"{text} on these seeds only"
+
     if paper is None:
-        return "differs" if p < ALPHA else "no difference found"
-    if not low <= paper <= high:
-        return "contradicts the paper"
+        return scope("differs", 0.0) if p < ALPHA else "no difference found"
+    if low is not None and not low <= paper <= high:
+        return scope("contradicts the paper", paper)
     if p < ALPHA and np.sign(delta) == np.sign(paper):
-        return "consistent with the paper"
+        return scope("consistent with the paper", 0.0)
     return "inconclusive at this n"
