@@ -19,7 +19,8 @@ def fake_run(root, model, data, strategy, clip, seed, bench, score, curve=None):
     (run / "eval" / f"{bench}.json").write_text(json.dumps({"benchmark": bench, "score": score}))
     if curve:
         (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "reward": r, "kl": k, "pg_loss": p,
-                                                               "frac_reward_zero_std": 0.5}) + "\n"
+                                                               "frac_reward_zero_std": 0.5, "entropy": 1.0, "grad_norm": 2.0,
+                                                               "factors": {"q_proj": 0.5, "v_proj": 1.0 - s / 10}}) + "\n"
                                                    for s, (r, k, p) in enumerate(curve)))
     return run
 
@@ -47,7 +48,11 @@ def test_table5_beside_the_paper_and_the_grpo_curves(tmp_path):
     assert "qwen25_1_5b_instruct,AGGC,gsm8k_verl,80.0000,2.4841,3,79.8,0.2000" in paths["csv"].read_text()
     # every step of every seed of the first model's runs on the first training set (gsm8k_train)
     with open(paths["curves.csv"], newline="") as f:
-        curves = [(r["strategy"], r["seed"], r["step"], r["reward"], r["frac_reward_zero_std"]) for r in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    curves = [(r["strategy"], r["seed"], r["step"], r["reward"], r["frac_reward_zero_std"]) for r in rows]
+    # what the run did besides its reward: entropy, the pre-clip norm, the clip factors' range over the groups
+    assert [(r["entropy"], r["grad_norm"], r["clip_factor_min"], r["clip_factor_max"]) for r in rows[:2]] == \
+        [("1.0", "2.0", "0.5", "1.0"), ("1.0", "2.0", "0.5", "0.9")]
     assert paths["curves.csv"].name == "table5_curves.csv"
     assert curves == [("GRPO", "0", "0", "0.5", "0.5"), ("GRPO", "0", "1", "0.6", "0.5"), ("GRPO", "0", "2", "0.7", "0.5"),
                       ("GRPO", "1", "0", "0.6", "0.5"), ("GRPO", "1", "1", "0.7", "0.5"),

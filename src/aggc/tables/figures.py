@@ -90,15 +90,22 @@ def sweep_figure(panels: list[dict], x_label: str, out: Path) -> Path:
 
 GRPO_CURVES = (("reward", "reward (mean over completions)"), ("kl", "KL to the reference (k3, token mean)"),
                ("pg_loss", "policy-gradient loss"))
-CURVE_COLUMNS = ("strategy", "seed", "step", "reward", "kl", "pg_loss", "frac_reward_zero_std")
+CURVE_COLUMNS = ("strategy", "seed", "step", "reward", "kl", "pg_loss", "frac_reward_zero_std", "entropy", "grad_norm",
+                 "clip_factor_min", "clip_factor_max")
 
 
 def grpo_curves(runs: list[tuple[str, int, Path]]) -> list[dict]:
     """One row per (label, seed, optimizer step) of each GRPO run's `metrics.jsonl`: reward,
-    KL, policy-gradient loss and the fraction of zero-variance prompt groups (None when a
-    step did not log it)."""
-    return [{"strategy": label, "seed": seed, **{k: r.get(k) for k in CURVE_COLUMNS[2:]}}
-            for label, seed, run in runs for r in read_metrics(run / "metrics.jsonl")]
+    KL, policy-gradient loss, the fraction of zero-variance prompt groups, the policy's
+    entropy, the pre-clip gradient norm and the lowest and highest clip factor over the
+    groups (None when a step did not log it): what a reader needs to check what the run did."""
+    def row(label, seed, r):
+        factors = list((r.get("factors") or {}).values())
+        extremes = {"clip_factor_min": min(factors), "clip_factor_max": max(factors)} if factors else {}
+        return {"strategy": label, "seed": seed, **{k: r.get(k) for k in CURVE_COLUMNS[2:9]},
+                **{k: extremes.get(k) for k in CURVE_COLUMNS[9:]}}
+
+    return [row(label, seed, r) for label, seed, run in runs for r in read_metrics(run / "metrics.jsonl")]
 
 
 def grpo_figure(curves: list[dict], out: Path) -> Path:
