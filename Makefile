@@ -83,8 +83,8 @@ demo: setup
 DEMO_REAL_RUNS ?= runs/demo-real
 DEMO_REAL_OUT ?= results/demo-real
 DEMO_REAL_ARGS ?=
-# One torch thread, as the committed demo-real runs were trained and evaluated (their manifests'
-# torch_threads): another thread count sums in another order, so its numbers differ in the last bits.
+# One torch thread, as the committed demo-real runs were trained (their manifests' torch_threads)
+# and evaluated: another thread count sums in another order, so its numbers differ in the last bits.
 DEMO_REAL_THREADS ?= 1
 DEMO_REAL_ENV = $(OFFLINE) OMP_NUM_THREADS=$(DEMO_REAL_THREADS) MKL_NUM_THREADS=$(DEMO_REAL_THREADS)
 demo-real: setup

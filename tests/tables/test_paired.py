@@ -142,9 +142,33 @@ def test_equal_item_differences_have_no_interval_and_cannot_contradict_the_paper
     assert (both.low, both.high, both.p, both.verdict) == (None, None, 0.5, "no difference found")
 
 
-def test_a_non_finite_item_value_is_refused():
+def test_a_non_finite_item_value_or_paper_delta_is_refused():
     with pytest.raises(ValueError, match="finite"):
         paired_statistics(np.array([[0.0, 100.0, 0.0]]), np.array([[0.0, np.nan, 100.0]]), paper=None)
+    with pytest.raises(ValueError, match="finite"):
+        paired_statistics(np.array([[0.0, 100.0, 0.0]]), np.array([[100.0, 100.0, 0.0]]), paper=float("nan"))
+
+
+def test_equality_is_up_to_float_rounding():
+    """Scores shifted by a constant that float arithmetic blurs (ptp ~1e-17) are equal
+    differences: no near-zero-width interval; per-seed Δs equal but for the last bit
+    (0.1 + 0.2 vs 0.3) have no spread to t-test (they gave p = 1e-32)."""
+    ref = np.random.default_rng(11).uniform(0, 10, (3, 50))
+    r = paired_statistics(ref, ref + 0.1, paper=5.0)
+    assert (r.low, r.high, r.mde, r.verdict) == (None, None, None, "inconclusive at this n")
+    assert paired.seed_level_p((0.1 + 0.2, 0.3, 0.3)) is None
+
+
+def test_rendered_differences_have_no_negative_zero_and_tex_minus_only_on_numbers():
+    from aggc.tables import _paired_cells, tex_paired_cells
+
+    ref = np.zeros((3, 40))
+    new = ref.copy()
+    new[0, 0], new[1, 1] = -0.02, 0.01  # Δ -0.00008: rounds to zero
+    cells = _paired_cells({"result": paired_statistics(ref, new, paper=None)})
+    assert cells[0] == "+0.00" and "-0.00" not in " ".join(cells)
+    reason = {"result": "no per-item scores", "paper": -1.5}
+    assert tex_paired_cells(reason)[4] == "$-$1.50" and tex_paired_cells(reason)[5] == "no per-item scores"
 
 
 def test_p_at_the_resampling_floor_is_shown_as_a_bound():

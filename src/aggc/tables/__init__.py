@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -265,8 +266,9 @@ def _md(text: str) -> str:
 PAIRED_HEADER = ["Δ (ours)", "95% CI", "p", "p (seeds)", "Δ (paper)", "Verdict", "MDE", "Items × seeds", "Δ per seed"]
 VERDICT_RULE = ("Verdict: the paper's Δ outside the CI contradicts it; inside it with p < 0.05 and the same sign is "
                 "consistent; otherwise inconclusive at this n; without the paper's Δ: differs (p < 0.05) or no difference "
-                "found. p tests these trained models over the items; \"on these seeds only\": p (seeds) does not carry the "
-                "verdict across training seeds (README, Paired comparisons).")
+                "found. p tests these trained models over the items; \"on these seeds only\": the seed-level t-test (p "
+                "(seeds), against 0; for contradicts, against the paper's Δ) does not carry the verdict across training "
+                "seeds, or has no spread to test (README, Paired comparisons).")
 
 
 def _paired_cells(comparison: dict) -> list[str]:
@@ -274,12 +276,23 @@ def _paired_cells(comparison: dict) -> list[str]:
     if isinstance(result, str):  # the paper's Δ still shows
         paper = f"{comparison['paper']:+.2f}" if comparison["paper"] is not None else MISSING
         return [MISSING, MISSING, MISSING, MISSING, paper, result, MISSING, MISSING, MISSING]
-    return [f"{result.delta:+.2f}", f"[{result.low:+.2f}, {result.high:+.2f}]" if result.low is not None else MISSING,
+    return [_signed(result.delta), f"[{_signed(result.low)}, {_signed(result.high)}]" if result.low is not None else MISSING,
             ("≤" if result.p_at_floor else "") + f"{result.p:.4f}",
             f"{result.p_seeds:.4f}" if result.p_seeds is not None else MISSING,
-            f"{result.paper:+.2f}" if result.paper is not None else MISSING, result.verdict,
+            _signed(result.paper) if result.paper is not None else MISSING, result.verdict,
             f"{result.mde:.2f}" if result.mde is not None else MISSING, f"{result.items} × {len(result.seeds)}",
-            ", ".join(f"{d:+.2f}" for d in result.per_seed)]
+            ", ".join(_signed(d) for d in result.per_seed)]
+
+
+def tex_paired_cells(comparison: dict) -> list[str]:
+    """`_paired_cells` in LaTeX: a number's minus as a minus sign, a reason's hyphen kept."""
+    return [tex(re.sub(r"-(?=\d)", "−", v)) for v in _paired_cells(comparison)]
+
+
+def _signed(value: float) -> str:
+    """A difference with its sign, two decimals; one that rounds to zero is +0.00, not -0.00."""
+    text = f"{value:+.2f}"
+    return "+0.00" if text == "-0.00" else text
 
 
 def _any(rows: list[dict], mark: str) -> bool:
@@ -349,8 +362,8 @@ def latex(spec: dict, rows: list[dict], pairs: list[dict] = ()) -> str:
                 r"\begin{tabular}{llllrrrrrlrrr}", r"\toprule",
                 " & ".join(tex(h) for h in ["Model", "Benchmark", "Row", "Reference", *PAIRED_HEADER]) + r" \\", r"\midrule"]
         for c in pairs:
-            numbers = [v.replace("-", "−") for v in _paired_cells(c)]  # a minus sign, not a text hyphen
-            out.append(" & ".join(tex(v) for v in [c["model"], c["column"], c["row"], c["reference"], *numbers]) + r" \\")
+            out.append(" & ".join([*(tex(v) for v in [c["model"], c["column"], c["row"], c["reference"]]),
+                                   *tex_paired_cells(c)]) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", "% " + tex(f"95% CI: {METHOD}."), "% " + tex(VERDICT_RULE)]
     return "\n".join(out) + "\n"
 
@@ -369,16 +382,16 @@ def csv_rows(spec: dict, rows: list[dict]) -> list[list]:
 
 def paired_csv_rows(pairs: list[dict]) -> list[list]:
     """The paired comparisons, one line each (`note`: why a comparison has no numbers)."""
-    table = [["model", "benchmark", "row", "reference", "delta", "ci_low", "ci_high", "p", "p_seeds", "paper_delta", "verdict",
-              "mde", "items", "seeds", "delta_per_seed", "note"]]
+    table = [["model", "benchmark", "row", "reference", "delta", "ci_low", "ci_high", "p", "p_at_floor", "p_seeds", "paper_delta",
+              "verdict", "mde", "items", "seeds", "delta_per_seed", "note"]]
     for c in pairs:
         head, r = [c["model"], c["benchmark"], c["row"], c["reference"]], c["result"]
         if isinstance(r, str):
             paper = f"{c['paper']:.4f}" if c["paper"] is not None else ""
-            table.append([*head, "", "", "", "", "", paper, "", "", 0, "", "", r])
+            table.append([*head, "", "", "", "", "", "", paper, "", "", 0, "", "", r])
             continue
         table.append([*head, f"{r.delta:.4f}", *(f"{v:.4f}" if v is not None else "" for v in (r.low, r.high)), f"{r.p:.4f}",
-                      f"{r.p_seeds:.4f}" if r.p_seeds is not None else "", f"{r.paper:.4f}" if r.paper is not None else "", r.verdict, f"{r.mde:.4f}" if r.mde is not None else "",
+                      str(r.p_at_floor).lower(), f"{r.p_seeds:.4f}" if r.p_seeds is not None else "", f"{r.paper:.4f}" if r.paper is not None else "", r.verdict, f"{r.mde:.4f}" if r.mde is not None else "",
                       r.items, " ".join(map(str, r.seeds)), " ".join(f"{d:.4f}" for d in r.per_seed), ""])
     return table
 

@@ -29,8 +29,8 @@ conf/table/*.yaml: `row` and `reference`, two row labels); for each model and co
   seed-level test agrees (the per-seed Δs differ from 0, or from the paper's Δ for
   "contradicts", at α); otherwise it says "on these seeds only".
 - A comparison whose item differences are all equal has no interval (a bootstrap over
-  identical values has zero width whatever the number of items), so it cannot contradict
-  the paper.
+  identical values has zero width whatever the number of items), so with a paper's Δ it is
+  inconclusive.
 
 Both resampling tests draw from a fixed seed: a table is reproduced byte for byte. The
 test is conditional on the trained models (the seeds are fixed, not resampled): it asks
@@ -143,7 +143,9 @@ def paired_statistics(ref: np.ndarray, new: np.ndarray, paper: float | None, see
 
     if not np.isfinite(d).all():
         raise ValueError("paired_statistics: every item value must be a finite number")
-    if np.ptp(d) == 0:  # the same difference on every item: nothing to resample, no interval
+    if paper is not None and not math.isfinite(paper):
+        raise ValueError(f"paired_statistics: the paper's delta must be a finite number, not {paper}")
+    if all_equal(d):  # the same difference on every item: nothing to resample, no interval
         low = high = None
         p = 1.0 if delta == 0 else float(stats.permutation_test(
             (x, y), mean_difference, permutation_type="samples", vectorized=True, n_resamples=N_RESAMPLES,
@@ -162,10 +164,17 @@ def paired_statistics(ref: np.ndarray, new: np.ndarray, paper: float | None, see
                   verdict(delta, low, high, p, paper, per_seed))
 
 
+def all_equal(values) -> bool:
+    """Equal up to float rounding (0.1 + 0.2 vs 0.3): a spread of rounding errors is none."""
+    values = np.asarray(values, dtype=float)
+    return bool(np.allclose(values, values[0], rtol=1e-9, atol=1e-9))
+
+
 def seed_level_p(per_seed: tuple[float, ...], against: float = 0.0) -> float | None:
     """Two-sided one-sample t-test of the per-seed Δs against `against`; None with fewer than
-    two seeds or no spread among them (the t statistic is undefined)."""
-    if len(per_seed) < 2 or np.ptp(per_seed) == 0:
+    two seeds or no spread among them (the t statistic is undefined: no seed-to-seed variance
+    was observed, which is no evidence that there is none)."""
+    if len(per_seed) < 2 or all_equal(per_seed):
         return None
     return float(stats.ttest_1samp(per_seed, against).pvalue)
 
@@ -183,7 +192,9 @@ def verdict(delta: float, low: float | None, high: float | None, p: float, paper
 
     if paper is None:
         return scope("differs", 0.0) if p < ALPHA else "no difference found"
-    if low is not None and not low <= paper <= high:
+    if low is None:  # no interval: the paper's Δ can be neither placed inside nor outside it
+        return "inconclusive at this n"
+    if not low <= paper <= high:
         return scope("contradicts the paper", paper)
     if p < ALPHA and np.sign(delta) == np.sign(paper):
         return scope("consistent with the paper", 0.0)
