@@ -79,7 +79,7 @@ demo: setup
 
 # The same pipeline on a real pretrained model, on CPU: SmolLM2-135M-Instruct, Base / LoRA /
 # AGGC / LoRA without clipping / AGGC (paper's equations) / Full FT x 3 seeds, GSM8K. About
-# 8-11 minutes per training run and 4-6 per evaluation at one thread (measured: README).
+# 8-11 minutes per training run and 4-7 per evaluation at one thread (measured: README).
 DEMO_REAL_RUNS ?= runs/demo-real
 DEMO_REAL_OUT ?= results/demo-real
 DEMO_REAL_ARGS ?=

@@ -27,10 +27,10 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 def check_hub_model(hub_id: str, revision: str | None = None) -> None:
     """A local checkpoint directory (what from_pretrained loads when the path is a directory:
-    another run's `final/`, make demo-real-grpo's start point) must hold config.json and the weights. Otherwise
-    the id must be a repo id; offline, its config.json must be in the local Hugging Face cache.
-    Online, a repo id is not checked here (from_pretrained downloads it; `hub_error` words its
-    failure)."""
+    another run's `final/`, make demo-real-grpo's start point) must hold config.json and the
+    weights. Otherwise the id must be a repo id; offline, its config.json must be in the local
+    Hugging Face cache. Online, a repo id is not checked here (from_pretrained downloads it;
+    `hub_error` words its failure)."""
     from huggingface_hub import constants, try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 

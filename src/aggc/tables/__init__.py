@@ -274,7 +274,7 @@ VERDICT_RULE = ("Verdict: the paper's Δ outside the CI contradicts it; inside i
 def _paired_cells(comparison: dict) -> list[str]:
     result = comparison["result"]
     if isinstance(result, str):  # the paper's Δ still shows
-        paper = f"{comparison['paper']:+.2f}" if comparison["paper"] is not None else MISSING
+        paper = _signed(comparison["paper"]) if comparison["paper"] is not None else MISSING
         return [MISSING, MISSING, MISSING, MISSING, paper, result, MISSING, MISSING, MISSING]
     return [_signed(result.delta), f"[{_signed(result.low)}, {_signed(result.high)}]" if result.low is not None else MISSING,
             ("≤" if result.p_at_floor else "") + f"{result.p:.4f}",
@@ -384,15 +384,17 @@ def paired_csv_rows(pairs: list[dict]) -> list[list]:
     """The paired comparisons, one line each (`note`: why a comparison has no numbers)."""
     table = [["model", "benchmark", "row", "reference", "delta", "ci_low", "ci_high", "p", "p_at_floor", "p_seeds", "paper_delta",
               "verdict", "mde", "items", "seeds", "delta_per_seed", "note"]]
+    def number(value: float | None) -> str:
+        return f"{value:.4f}" if value is not None else ""
+
     for c in pairs:
         head, r = [c["model"], c["benchmark"], c["row"], c["reference"]], c["result"]
         if isinstance(r, str):
-            paper = f"{c['paper']:.4f}" if c["paper"] is not None else ""
-            table.append([*head, "", "", "", "", "", "", paper, "", "", 0, "", "", r])
+            table.append([*head, "", "", "", "", "", "", number(c["paper"]), "", "", 0, "", "", r])
             continue
-        table.append([*head, f"{r.delta:.4f}", *(f"{v:.4f}" if v is not None else "" for v in (r.low, r.high)), f"{r.p:.4f}",
-                      str(r.p_at_floor).lower(), f"{r.p_seeds:.4f}" if r.p_seeds is not None else "", f"{r.paper:.4f}" if r.paper is not None else "", r.verdict, f"{r.mde:.4f}" if r.mde is not None else "",
-                      r.items, " ".join(map(str, r.seeds)), " ".join(f"{d:.4f}" for d in r.per_seed), ""])
+        table.append([*head, *map(number, (r.delta, r.low, r.high, r.p)), str(r.p_at_floor).lower(),
+                      *map(number, (r.p_seeds, r.paper)), r.verdict, number(r.mde),
+                      r.items, " ".join(map(str, r.seeds)), " ".join(map(number, r.per_seed)), ""])
     return table
 
 

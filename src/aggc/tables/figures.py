@@ -101,9 +101,8 @@ def grpo_curves(runs: list[tuple[str, int, Path]]) -> list[dict]:
     groups (None when a step did not log it): what a reader needs to check what the run did."""
     def row(label, seed, r):
         factors = list((r.get("factors") or {}).values())
-        extremes = {"clip_factor_min": min(factors), "clip_factor_max": max(factors)} if factors else {}
-        return {"strategy": label, "seed": seed, **{k: r.get(k) for k in CURVE_COLUMNS[2:9]},
-                **{k: extremes.get(k) for k in CURVE_COLUMNS[9:]}}
+        logged = {**r, **({"clip_factor_min": min(factors), "clip_factor_max": max(factors)} if factors else {})}
+        return {"strategy": label, "seed": seed, **{k: logged.get(k) for k in CURVE_COLUMNS[2:]}}
 
     return [row(label, seed, r) for label, seed, run in runs for r in read_metrics(run / "metrics.jsonl")]
 

@@ -112,7 +112,7 @@ class Paired:
     def p_at_floor(self) -> bool:
         """p is the smallest the resampled permutation test gives (no permutation reached the
         observed Δ): the true p is at most this. An exact test (2^items ≤ resamples) has none."""
-        return 2 ** min(self.items, 64) > N_RESAMPLES and self.p <= 2 / (N_RESAMPLES + 1) + 1e-12
+        return self.items > math.log2(N_RESAMPLES) and self.p <= 2 / (N_RESAMPLES + 1) + 1e-12
 
 
 def compare(reference: dict[int, dict[str, float]], row: dict[int, dict[str, float]], paper: float | None) -> Paired | str:
