@@ -303,7 +303,7 @@ def test_a_job_run_in_its_output_directory_is_refused_at_compose_time(tmp_path, 
     Refused for every command, in a sweep too (its hydra.* overrides are no job's)."""
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "config.json").write_text("{}")
-    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"weights")
     (tmp_path / "run" / "final").mkdir(parents=True)
     (tmp_path / "run" / "final" / "config.json").write_text("{}")
     (tmp_path / "norms.jsonl").write_text('{"step": 1, "norms": {"a": 1.0}}\n')

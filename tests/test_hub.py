@@ -63,9 +63,12 @@ def test_a_local_checkpoint_directory_passes_and_a_folder_without_config_or_weig
     with pytest.raises(ConfigError, match="without config.json"):
         check_hub_model("run/final")
     (tmp_path / "run" / "final" / "config.json").write_text("{}")
-    with pytest.raises(ConfigError, match="config.json but no weights"):
+    with pytest.raises(ConfigError, match="config.json but no weights, or empty ones"):
         check_hub_model("run/final")
-    (tmp_path / "run" / "final" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "run" / "final" / "model.safetensors").write_bytes(b"")  # killed while writing it
+    with pytest.raises(ConfigError, match="config.json but no weights, or empty ones"):
+        check_hub_model("run/final")
+    (tmp_path / "run" / "final" / "model.safetensors").write_bytes(b"weights")
     check_hub_model("run/final")
     check_hub_model(str(tmp_path / "run" / "final"))
 

@@ -68,3 +68,14 @@ def test_replay_refuses_adagc_at_compose_time(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 2 and "per-group norms cannot replay it" in lines[0], proc.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_replay_refuses_to_write_over_its_norms_file(tmp_path):
+    """out=<the run's metrics.jsonl> replaced the run's own metrics with the replay."""
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "norms": {"q_proj": 1.0}}\n')
+    before = metrics.read_text()
+    proc = subprocess.run([sys.executable, "-m", "aggc.replay", "norms=metrics.jsonl", f"out={metrics}", "clip=aggc"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "the norms file itself" in proc.stderr, proc.stderr
+    assert metrics.read_text() == before

@@ -204,6 +204,8 @@ def check_replay(cfg: DictConfig) -> None:
         raise ConfigError(ADAGC_NOT_REPLAYABLE)
     if not os.path.isfile(str(cfg.norms)):
         raise ConfigError(f"norms={cfg.norms}: no such file")
+    if os.path.exists(str(cfg.out)) and os.path.samefile(str(cfg.out), str(cfg.norms)):
+        raise ConfigError(f"out={cfg.out}: the norms file itself; replaying into it would overwrite the run's metrics")
     steps = cfg.total_steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError(f"total_steps={steps!r}: an integer >= 0 (0: the number of steps in the file)")

@@ -44,8 +44,8 @@ def check_hub_model(hub_id: str, revision: str | None = None) -> None:
         if not (local / "config.json").is_file():
             raise ConfigError(f"model.hub_id={hub_id}: a directory without config.json, so not a checkpoint "
                               "(a finished run's is its final/ folder)")
-        if not any((local / name).is_file() for name in WEIGHT_FILES):
-            raise ConfigError(f"model.hub_id={hub_id}: config.json but no weights ({', '.join(WEIGHT_FILES)}), so not "
+        if not any((local / name).is_file() and (local / name).stat().st_size > 0 for name in WEIGHT_FILES):
+            raise ConfigError(f"model.hub_id={hub_id}: config.json but no weights, or empty ones ({', '.join(WEIGHT_FILES)}), so not "
                               "a whole checkpoint (a run killed while saving, or a PEFT adapter folder: a finished "
                               "run's final/ holds the merged model)")
         return

@@ -233,6 +233,15 @@ def test_item_values_are_the_items_whose_mean_is_the_score(result, expected):
     assert item_values(result) == expected
 
 
+@pytest.mark.parametrize("bad", [{"doc_id": 1, "reference_correct": "yes"}, {"doc_id": 1, "reference_correct": None},
+                                 {"reference_correct": True}], ids=["a word", "null", "no doc_id"])
+def test_an_unreadable_item_verdict_is_no_per_item_score_not_a_crash(bad):
+    """One hand-edited or corrupt sample in one eval file made the whole table fail with a
+    traceback; its comparisons now say there are no per-item scores and the table renders."""
+    result = _lm_eval("reference", [{"doc_id": 0, "reference_correct": True}, bad], 50.0, reference="gsm8k")
+    assert item_values(result) is None
+
+
 def test_demo_table_from_eval_files_finds_the_built_in_difference_and_no_other(tmp_path):
     """Synthetic eval files for `make demo`'s grid, per-item verdicts in the lm-eval samples
     as the evaluation stage writes them: the positive control's row is right on 10% of the

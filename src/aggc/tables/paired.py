@@ -59,8 +59,16 @@ METHOD = ("bootstrap over items (BCa, 9999 resamples; an item with all its seeds
 
 def item_values(result: dict) -> dict[str, float] | None:
     """A result's score per item, keyed by item id, such that their mean is the result's
-    score; None when its file has no per-item verdicts or its score is no mean over items
-    (MCC, Pearson, an MT-Bench run with unrated turns)."""
+    score; None when its file has no per-item verdicts, one it cannot read (no item id, a
+    verdict that is no number) or its score is no mean over items (MCC, Pearson, an MT-Bench
+    run with unrated turns)."""
+    try:
+        return _item_values(result)
+    except (KeyError, TypeError, ValueError):  # a hand-edited or corrupt eval file: no paired statistic, the table renders
+        return None
+
+
+def _item_values(result: dict) -> dict[str, float] | None:
     samples = result.get("samples")
     settings = (result.get("eval_settings") or {}).get("eval") or {}
     kind = settings.get("kind")
